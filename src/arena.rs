@@ -1,0 +1,252 @@
+//! The arena allocator: blocks chained by their sizes from offset 0 to `top`, segregated
+//! free lists, merging of free neighbours, and a wilderness above `top` that is committed
+//! (`fallocate`) as the store grows.
+//!
+//! Crash safety (see docs/design.md): the chain of sizes is the truth, and every change to it
+//! is one 4- or 8-byte store made after the bytes it exposes were written:
+//! - split: the remainder's header is written inside the block, then the block's size shrinks;
+//! - merge: the left block's size grows over its right neighbour;
+//! - growth: the new block's header is written above `top`, then `top` moves up;
+//! - shrink: a free last block is dropped by moving `top` down.
+//!
+//! Free lists, `prev_size` and the bitmap are derived data that recovery rebuilds.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::error::{Corruption, corrupt};
+use crate::layout::{Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
+use crate::mapping::Mapping;
+use crate::os;
+
+/// The free list for blocks of `units`: exact lists below 64 units, then four lists per
+/// power of two.
+pub fn bin_of(units: u32) -> usize {
+    if units < 64 {
+        return units as usize;
+    }
+    let e = 31 - units.leading_zeros(); // 6..=31
+    let sub = (units >> (e - 2)) & 3;
+    64 + (e as usize - 6) * 4 + sub as usize
+}
+
+fn set_bit(m: &Mapping, bin: usize, on: bool) {
+    let word = &m.header().free_bitmap[bin / 64];
+    let bit = 1u64 << (bin % 64);
+    if on {
+        word.fetch_or(bit, Relaxed);
+    } else {
+        word.fetch_and(!bit, Relaxed);
+    }
+}
+
+/// Puts a free block on the head of its list.
+pub fn push_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    let b = m.block(unit)?;
+    let bin = bin_of(b.size.load(Relaxed));
+    let head = &m.header().free_heads[bin];
+    let old = head.load(Relaxed);
+    b.prev.store(NIL, Relaxed);
+    b.next.store(old, Relaxed);
+    if old != NIL {
+        m.block(old)?.prev.store(unit, Relaxed);
+    }
+    head.store(unit, Relaxed);
+    set_bit(m, bin, true);
+    Ok(())
+}
+
+/// Takes a free block off its list.
+pub fn unlink_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    let b = m.block(unit)?;
+    let bin = bin_of(b.size.load(Relaxed));
+    let (prev, next) = (b.prev.load(Relaxed), b.next.load(Relaxed));
+    if prev == NIL {
+        let head = &m.header().free_heads[bin];
+        if head.load(Relaxed) != unit {
+            return Err(corrupt!("free block {unit} has no predecessor but does not head its list"));
+        }
+        head.store(next, Relaxed);
+        if next == NIL {
+            set_bit(m, bin, false);
+        }
+    } else {
+        m.block(prev)?.next.store(next, Relaxed);
+    }
+    if next != NIL {
+        m.block(next)?.prev.store(prev, Relaxed);
+    }
+    Ok(())
+}
+
+fn top_units(m: &Mapping) -> u64 {
+    m.header().top.load(Relaxed) / UNIT
+}
+
+/// The block physically after `unit`, if it is below `top`.
+fn next_phys(m: &Mapping, unit: u32, b: &Block) -> Option<u32> {
+    let n = unit as u64 + b.size.load(Relaxed) as u64;
+    (n < top_units(m)).then_some(n as u32)
+}
+
+/// How many blocks to look at in the first list before going to a larger one.
+const FIRST_FIT_SCAN: usize = 16;
+
+/// Allocates a block of exactly `units` (the caller writes it and makes it live).
+/// `Ok(None)` means no room: nothing free is large enough and the wilderness is too small
+/// (or /dev/shm is full).
+pub fn alloc(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
+    let bin = bin_of(units);
+    // First fit in the list that may hold blocks just large enough.
+    let mut cur = m.header().free_heads[bin].load(Relaxed);
+    for _ in 0..FIRST_FIT_SCAN {
+        if cur == NIL {
+            break;
+        }
+        let b = m.block(cur)?;
+        if b.size.load(Relaxed) >= units {
+            return take(m, cur, units).map(Some);
+        }
+        cur = b.next.load(Relaxed);
+    }
+    // Any block of a larger list fits.
+    if let Some(b) = first_bin_above(m, bin) {
+        let unit = m.header().free_heads[b].load(Relaxed);
+        return take(m, unit, units).map(Some);
+    }
+    grow(m, units)
+}
+
+fn first_bin_above(m: &Mapping, bin: usize) -> Option<usize> {
+    let words = &m.header().free_bitmap;
+    let start = bin + 1;
+    for w in start / 64..words.len() {
+        let mut bits = words[w].load(Relaxed);
+        if w == start / 64 {
+            bits &= u64::MAX.checked_shl((start % 64) as u32).unwrap_or(0);
+        }
+        if bits != 0 {
+            return Some(w * 64 + bits.trailing_zeros() as usize);
+        }
+    }
+    None
+}
+
+/// Takes free block `unit` off its list and splits off what `units` does not need.
+fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
+    let b = m.block(unit)?;
+    let size = b.size.load(Relaxed);
+    if b.state.load(Relaxed) != FREE || size < units {
+        return Err(corrupt!("free list holds block {unit} that is not free or too small"));
+    }
+    unlink_free(m, unit)?;
+    b.state.store(WRITING, Relaxed);
+    let rest = size - units;
+    if rest >= MIN_BLOCK_UNITS {
+        let r_unit = unit + units;
+        let r = m.block(r_unit)?;
+        r.size.store(rest, Relaxed);
+        r.state.store(FREE, Relaxed);
+        r.prev_size.store(units, Relaxed);
+        if let Some(n) = next_phys(m, unit, b) {
+            m.block(n)?.prev_size.store(rest, Relaxed);
+        }
+        b.size.store(units, Relaxed); // commit point of the split
+        push_free(m, r_unit)?;
+    }
+    Ok(unit)
+}
+
+/// Carves a block out of the wilderness above `top`, committing memory for it first.
+fn grow(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
+    let h = m.header();
+    let top = h.top.load(Relaxed);
+    let end = top + units as u64 * UNIT;
+    if end > m.geo().arena_len {
+        return Ok(None);
+    }
+    if !commit(m, end)? {
+        return Ok(None);
+    }
+    let unit = (top / UNIT) as u32;
+    let b = m.block(unit)?;
+    b.size.store(units, Relaxed);
+    b.state.store(WRITING, Relaxed);
+    b.prev_size.store(h.last_units.load(Relaxed), Relaxed);
+    h.top.store(end, Relaxed); // commit point of the growth
+    h.last_units.store(units, Relaxed);
+    Ok(Some(unit))
+}
+
+/// Makes sure the arena's first `end` bytes are backed by memory. `Ok(false)` if /dev/shm is
+/// full.
+pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
+    let h = m.header();
+    let committed = h.committed.load(Relaxed);
+    if end <= committed {
+        return Ok(true);
+    }
+    let arena = m.geo().arena_len;
+    // Commit in steps of 1/32 of the arena (at most 4 MiB), so that a filling store makes
+    // few fallocate calls but a large empty one holds little memory.
+    let step = (arena / 32).clamp(PAGE, 4 << 20);
+    let want = end.max(committed + step).div_ceil(PAGE) * PAGE;
+    let want = want.min(arena);
+    match os::fallocate(m.fd(), m.geo().arena_off + committed, want - committed) {
+        Ok(()) => {}
+        Err(_) if end < want => {
+            // Try again with just what is needed now.
+            let need = end.div_ceil(PAGE) * PAGE;
+            if os::fallocate(m.fd(), m.geo().arena_off + committed, need - committed).is_err() {
+                return Ok(false);
+            }
+            h.committed.store(need, Relaxed);
+            return Ok(true);
+        }
+        Err(_) => return Ok(false),
+    }
+    h.committed.store(want, Relaxed);
+    Ok(true)
+}
+
+/// Frees block `unit` (already marked `FREE` by the caller: that store is the commit point of
+/// a removal), merging it with free neighbours and giving it back to the wilderness when it is
+/// the last block.
+pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    let h = m.header();
+    let mut unit = unit;
+    let mut b = m.block(unit)?;
+    b.state.store(FREE, Relaxed);
+    // Merge with the next block.
+    if let Some(n) = next_phys(m, unit, b) {
+        let nb = m.block(n)?;
+        if nb.state.load(Relaxed) == FREE {
+            unlink_free(m, n)?;
+            b.size.store(b.size.load(Relaxed) + nb.size.load(Relaxed), Relaxed);
+        }
+    }
+    // Merge into the previous block.
+    let ps = b.prev_size.load(Relaxed);
+    if ps != 0 {
+        let p = unit.checked_sub(ps).ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
+        let pb = m.block(p)?;
+        if pb.state.load(Relaxed) == FREE {
+            unlink_free(m, p)?;
+            pb.size.store(pb.size.load(Relaxed) + b.size.load(Relaxed), Relaxed);
+            unit = p;
+            b = pb;
+        }
+    }
+    match next_phys(m, unit, b) {
+        Some(n) => {
+            m.block(n)?.prev_size.store(b.size.load(Relaxed), Relaxed);
+            push_free(m, unit)
+        }
+        None => {
+            // The last block: back to the wilderness.
+            h.top.store(unit as u64 * UNIT, Relaxed);
+            let prev = b.prev_size.load(Relaxed);
+            h.last_units.store(if unit == 0 { 0 } else { prev }, Relaxed);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The error type. Every message says what went wrong and what to do about it.
+
+use std::time::Duration;
+
+/// What can go wrong. `#[non_exhaustive]`: match with a `_` arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store name cannot be used.
+    #[error(
+        "invalid store name {name:?}: {why}; use 1 to {max} characters, no '/', no control characters",
+        max = crate::segment::MAX_NAME_LEN
+    )]
+    InvalidName { name: String, why: &'static str },
+
+    /// A key is empty or longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("invalid key (length {len}): keys must be 1 to {max} bytes long", max = crate::MAX_KEY_LEN)]
+    InvalidKey { len: usize },
+
+    /// The value (with its key and block header) can never fit in this store.
+    #[error(
+        "value of {value_len} bytes (key {key_len} bytes) needs {needed} bytes but the store's capacity is {capacity} bytes; create the store with a larger capacity"
+    )]
+    ValueTooLarge { key_len: usize, value_len: usize, needed: u64, capacity: u64 },
+
+    /// An option is out of its range.
+    #[error("invalid option {option}: {why}")]
+    InvalidOption { option: &'static str, why: String },
+
+    /// Serializing a value failed; nothing was stored.
+    #[error("could not serialize the value: {0}; nothing was stored")]
+    Encode(String),
+
+    /// Deserializing a stored value failed (wrong type asked for, or a corrupt value).
+    #[error("could not deserialize the value under key {key:?}: {why}; read it with the type it was stored as")]
+    Decode { key: String, why: String },
+
+    /// No store exists under that name.
+    #[error("no store named {0:?}; create it first (Store::create or `shmstore create`)")]
+    NotFound(String),
+
+    /// `create` found the name taken.
+    #[error("a store named {0:?} already exists; open it with Store::open, or destroy it first")]
+    AlreadyExists(String),
+
+    /// The segment under that name is not a shmstore store.
+    #[error("{name:?} is not a shmstore store ({why}); choose another name, or remove it with Store::destroy if it is stale")]
+    Foreign { name: String, why: String },
+
+    /// The store was made by an incompatible version of shmstore.
+    #[error(
+        "store {name:?} has layout version {found}, this build reads version {expected}; use a matching shmstore version, or destroy and re-create the store"
+    )]
+    Incompatible { name: String, found: u32, expected: u32 },
+
+    /// The creator did not finish making the store in time (it may have died while creating it).
+    #[error(
+        "store {name:?} was not ready after {waited:?} (its creator may have died while making it); destroy it and create it again"
+    )]
+    NotReady { name: String, waited: Duration },
+
+    /// The store's lock could not be taken within the lock timeout.
+    #[error(
+        "timed out after {waited:?} waiting for the lock of store {name:?}; another process holds it for too long (see `shmstore stat`), or raise Options::lock_timeout"
+    )]
+    Timeout { name: String, waited: Duration },
+
+    /// A closure passed to `get_with` called back into the same store.
+    #[error("the store was used again from inside a get_with closure, which holds its lock; copy the bytes out first")]
+    Reentrant,
+
+    /// The segment's bytes break an invariant.
+    #[error("store {name:?} is corrupt: {why}; run `shmstore check`, then destroy and re-create the store")]
+    Corrupt { name: String, why: String },
+
+    /// An operating-system call failed.
+    #[error("{op} failed for store {name:?}: {source}")]
+    Os {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A corruption found deep inside the segment, before the store's name is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Corruption(pub String);
+
+impl Corruption {
+    pub(crate) fn named(self, name: &str) -> Error {
+        Error::Corrupt { name: name.to_owned(), why: self.0 }
+    }
+}
+
+/// Shorthand for returning a [`Corruption`].
+macro_rules! corrupt {
+    ($($arg:tt)*) => { $crate::error::Corruption(format!($($arg)*)) };
+}
+pub(crate) use corrupt;

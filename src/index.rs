@@ -1,0 +1,181 @@
+//! The index: an open-addressing hash table of `u64` slots, linear probing, power-of-two size.
+//!
+//! A slot is `EMPTY`, `TOMBSTONE`, or `tag << 32 | (unit + 1)`: the top 32 bits of the key's
+//! hash and the block's offset in units. The hash is SipHash-1-3 keyed by the store's random
+//! seed, so it is the same in every process and hostile keys cannot force long probe chains.
+//! Every probe loop stops after visiting each slot once, so a scribbled table cannot make it
+//! run forever.
+
+use std::hash::Hasher;
+use std::sync::atomic::Ordering::Relaxed;
+
+use siphasher::sip::SipHasher13;
+
+use crate::error::{Corruption, corrupt};
+use crate::layout::{BLOCK_HEADER, LIVE, UNIT};
+use crate::lock::Locked;
+use crate::mapping::Mapping;
+
+pub const EMPTY: u64 = 0;
+pub const TOMBSTONE: u64 = u64::MAX;
+
+/// The key's hash under the store's seed.
+pub fn hash(m: &Mapping, key: &[u8]) -> u64 {
+    let h = m.header();
+    let mut s = SipHasher13::new_with_keys(h.seed[0].load(Relaxed), h.seed[1].load(Relaxed));
+    s.write(key);
+    s.finish()
+}
+
+fn pack(hash: u64, unit: u32) -> u64 {
+    (hash >> 32) << 32 | (unit as u64 + 1)
+}
+
+fn unit_of(slot: u64) -> u32 {
+    (slot as u32).wrapping_sub(1)
+}
+
+fn tag_matches(slot: u64, hash: u64) -> bool {
+    slot >> 32 == hash >> 32
+}
+
+/// A key found in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub slot: u64,
+    pub unit: u32,
+}
+
+/// Whether the block at `unit` is live and holds `key`.
+pub fn block_has_key(l: &Locked, unit: u32, key: &[u8]) -> Result<bool, Corruption> {
+    let b = l.block(unit)?;
+    if b.state.load(Relaxed) != LIVE {
+        return Err(corrupt!("index points at block {unit}, which is not live"));
+    }
+    if b.key_len.load(Relaxed) as usize != key.len() {
+        return Ok(false);
+    }
+    Ok(l.bytes(unit as u64 * UNIT + BLOCK_HEADER, key.len())? == key)
+}
+
+/// Finds `key`, whose hash is `hash`.
+pub fn find(l: &Locked, key: &[u8], hash: u64) -> Result<Option<Found>, Corruption> {
+    let slots = l.geo().index_slots;
+    let mut i = hash;
+    for _ in 0..slots {
+        let s = l.slot(i).load(Relaxed);
+        if s == EMPTY {
+            return Ok(None);
+        }
+        if s != TOMBSTONE && tag_matches(s, hash) && block_has_key(l, unit_of(s), key)? {
+            return Ok(Some(Found { slot: i & (slots - 1), unit: unit_of(s) }));
+        }
+        i = i.wrapping_add(1);
+    }
+    Ok(None)
+}
+
+/// Adds an entry for a key known to be absent. Fails only if the table has no free slot,
+/// which the store prevents by keeping live entries under `max_live`.
+pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
+    let h = m.header();
+    let slots = m.geo().index_slots;
+    let mut i = hash;
+    for _ in 0..slots {
+        let slot = m.slot(i);
+        let s = slot.load(Relaxed);
+        if s == EMPTY || s == TOMBSTONE {
+            slot.store(pack(hash, unit), Relaxed);
+            h.index_live.fetch_add(1, Relaxed);
+            if s == TOMBSTONE {
+                h.index_tombstones.fetch_sub(1, Relaxed);
+            }
+            return Ok(());
+        }
+        i = i.wrapping_add(1);
+    }
+    Err(corrupt!("the index has no free slot"))
+}
+
+/// Points an existing entry at another block (a replacement).
+pub fn repoint(m: &Mapping, found: Found, hash: u64, unit: u32) {
+    m.slot(found.slot).store(pack(hash, unit), Relaxed);
+}
+
+/// Removes an entry.
+pub fn remove(m: &Mapping, found: Found) {
+    let h = m.header();
+    let next = m.slot(found.slot.wrapping_add(1)).load(Relaxed);
+    if next == EMPTY {
+        // Nothing probes past an empty slot, so this one can become empty too.
+        m.slot(found.slot).store(EMPTY, Relaxed);
+    } else {
+        m.slot(found.slot).store(TOMBSTONE, Relaxed);
+        h.index_tombstones.fetch_add(1, Relaxed);
+    }
+    h.index_live.fetch_sub(1, Relaxed);
+}
+
+/// Empties the table.
+pub fn clear(m: &Mapping) {
+    for i in 0..m.geo().index_slots {
+        m.slot(i).store(EMPTY, Relaxed);
+    }
+    m.header().index_live.store(0, Relaxed);
+    m.header().index_tombstones.store(0, Relaxed);
+}
+
+/// Whether tombstones have piled up enough that the table should be rebuilt.
+pub fn crowded(m: &Mapping) -> bool {
+    let h = m.header();
+    let used = h.index_live.load(Relaxed) + h.index_tombstones.load(Relaxed);
+    used >= m.geo().index_slots / 8 * 7
+}
+
+/// Re-inserts every live entry, given as (hash, unit) pairs, into an empty table.
+pub fn rebuild(m: &Mapping, entries: impl Iterator<Item = (u64, u32)>) -> Result<(), Corruption> {
+    clear(m);
+    for (hash, unit) in entries {
+        insert(m, hash, unit)?;
+    }
+    Ok(())
+}
+
+/// Checks the table: every non-empty slot points at a live block whose key hashes to the tag,
+/// and the counts agree. Returns the number of live entries.
+pub fn validate(l: &Locked) -> Result<u64, Corruption> {
+    let h = l.header();
+    let (mut live, mut tomb) = (0u64, 0u64);
+    for i in 0..l.geo().index_slots {
+        let s = l.slot(i).load(Relaxed);
+        match s {
+            EMPTY => {}
+            TOMBSTONE => tomb += 1,
+            _ => {
+                let unit = unit_of(s);
+                let b = l.block(unit)?;
+                if b.state.load(Relaxed) != LIVE {
+                    return Err(corrupt!("index slot {i} points at block {unit}, which is not live"));
+                }
+                let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+                let hash = self::hash(l, key);
+                if !tag_matches(s, hash) {
+                    return Err(corrupt!("index slot {i}: tag does not match the key's hash"));
+                }
+                match find(l, key, hash)? {
+                    Some(f) if f.slot == i => {}
+                    _ => return Err(corrupt!("index slot {i}: its key is not found by a probe from its hash")),
+                }
+                live += 1;
+            }
+        }
+    }
+    if live != h.index_live.load(Relaxed) || tomb != h.index_tombstones.load(Relaxed) {
+        return Err(corrupt!(
+            "index counts {} live / {} tombstones, but holds {live} / {tomb}",
+            h.index_live.load(Relaxed),
+            h.index_tombstones.load(Relaxed)
+        ));
+    }
+    Ok(live)
+}

@@ -1,0 +1,259 @@
+//! The bytes of a store's segment: header, index and arena.
+//!
+//! ```text
+//! offset 0                4096                 index_off + 8*slots (page aligned)      total_len
+//! | header (one page)     | index: u64 slots   | arena: blocks ...  | wilderness        |
+//! ```
+//! Everything is `#[repr(C)]`, made of atomics (several processes read and write it) and
+//! addressed by offsets: each process maps the segment at its own address. The header's
+//! fields are listed in `docs/design.md` with their offsets; the `const` assertions at the
+//! bottom of this file keep the two in step.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::error::{Corruption, corrupt};
+
+/// First 8 bytes of every segment. Like PNG's signature, it mixes a non-ASCII byte with CR LF,
+/// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
+/// Bumped on every change to the bytes described here.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Written to `Header::ready` last, once everything else is in place.
+pub const READY: u32 = 0x5245_4459;
+
+pub const PAGE: u64 = 4096;
+pub const HEADER_SIZE: u64 = PAGE;
+/// Blocks start and end on multiples of this many bytes; block offsets count in these units.
+pub const UNIT: u64 = 16;
+/// "No block" in a link.
+pub const NIL: u32 = u32::MAX;
+/// Bytes of a block header.
+pub const BLOCK_HEADER: u64 = std::mem::size_of::<Block>() as u64;
+/// The smallest block, in units: a header and 16 bytes.
+pub const MIN_BLOCK_UNITS: u32 = (BLOCK_HEADER / UNIT) as u32 + 1;
+/// Largest arena: block offsets are `u32` units, and `NIL` must stay out of reach.
+pub const MAX_ARENA: u64 = (u32::MAX as u64 - 2) * UNIT;
+/// Number of segregated free lists.
+pub const BINS: usize = 192;
+/// Entries of the attach table (open handles by process).
+pub const ATTACH_SLOTS: usize = 64;
+
+/// Block states. The state word is each mutation's commit point (see docs/design.md).
+pub const FREE: u32 = 0x4652_4545; // "FREE"
+pub const WRITING: u32 = 0x5752_4954; // "WRIT"
+pub const LIVE: u32 = 0x4C49_5645; // "LIVE"
+
+/// Room for a `pthread_mutex_t` (40 bytes with glibc on x86_64 and aarch64).
+#[repr(C, align(64))]
+pub struct MutexCell(pub UnsafeCell<[u8; 64]>);
+
+impl MutexCell {
+    pub fn get(&self) -> *mut libc::pthread_mutex_t {
+        self.0.get().cast()
+    }
+}
+
+/// One process that has the store open.
+#[repr(C)]
+pub struct AttachSlot {
+    pub pid: AtomicU32,
+    pub _pad: AtomicU32,
+    /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
+    pub start: AtomicU64,
+}
+
+/// The first page of the segment.
+#[repr(C)]
+pub struct Header {
+    // identity and geometry: written once by the creator, before `ready`
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub ready: AtomicU32,
+    pub total_len: AtomicU64,
+    pub index_off: AtomicU64,
+    pub index_slots: AtomicU64,
+    pub arena_off: AtomicU64,
+    pub arena_len: AtomicU64,
+    pub seed: [AtomicU64; 2],
+    // options
+    pub capacity: AtomicU64,
+    pub min_free_bits: AtomicU64,
+    pub lock_timeout_ns: AtomicU64,
+    pub put_policy: AtomicU32,
+    pub mode: AtomicU32,
+    pub creator_pid: AtomicU32,
+    pub _pad0: AtomicU32,
+    pub created_ns: AtomicU64,
+    pub _reserved0: AtomicU64,
+    // the lock
+    pub mutex: MutexCell,
+    pub lock_owner: AtomicU32,
+    /// Non-zero while a recovery is due or under way (see `recovery.rs`).
+    pub recovering: AtomicU32,
+    pub lock_since_ns: AtomicU64,
+    pub _reserved1: [AtomicU64; 6],
+    // structure, changed only under the lock
+    pub top: AtomicU64,
+    pub committed: AtomicU64,
+    pub lru_head: AtomicU32,
+    pub lru_tail: AtomicU32,
+    /// Size in units of the block that ends at `top` (0 when the arena is empty). Derived.
+    pub last_units: AtomicU32,
+    pub _pad2: AtomicU32,
+    pub clock: AtomicU64,
+    pub seq: AtomicU64,
+    pub index_live: AtomicU64,
+    pub index_tombstones: AtomicU64,
+    pub objects: AtomicU64,
+    pub used_bytes: AtomicU64,
+    pub value_bytes: AtomicU64,
+    pub free_bitmap: [AtomicU64; BINS / 64],
+    pub free_heads: [AtomicU32; BINS],
+    // counters (atomic increments; read without the lock)
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub puts: AtomicU64,
+    pub refused_puts: AtomicU64,
+    pub removes: AtomicU64,
+    pub evictions: AtomicU64,
+    pub lock_timeouts: AtomicU64,
+    pub recoveries: AtomicU64,
+    pub resets: AtomicU64,
+    pub _reserved2: [AtomicU64; 7],
+    // open handles
+    pub attach: [AttachSlot; ATTACH_SLOTS],
+}
+
+/// The header of every arena block, free or live. Key bytes follow it, then value bytes.
+#[repr(C)]
+pub struct Block {
+    /// Size of the whole block in units. Sizes chain the blocks from arena offset 0 to `top`.
+    pub size: AtomicU32,
+    /// `FREE`, `WRITING` or `LIVE`.
+    pub state: AtomicU32,
+    /// Size of the physically previous block in units (0 for the first). Derived data.
+    pub prev_size: AtomicU32,
+    pub key_len: AtomicU32,
+    pub val_len: AtomicU64,
+    /// Put sequence number: of two live blocks with one key, the higher one is the newer.
+    pub seq: AtomicU64,
+    /// Last access (store clock), so that recovery can rebuild the LRU order.
+    pub stamp: AtomicU64,
+    /// LRU links for a live block, free-list links for a free one.
+    pub prev: AtomicU32,
+    pub next: AtomicU32,
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(Header, magic) == 0);
+    assert!(offset_of!(Header, version) == 8);
+    assert!(offset_of!(Header, ready) == 12);
+    assert!(offset_of!(Header, mutex) == 128);
+    assert!(offset_of!(Header, top) == 256);
+    assert!(size_of::<Header>() as u64 <= HEADER_SIZE);
+    assert!(size_of::<libc::pthread_mutex_t>() <= 64);
+    assert!(size_of::<Block>() == 48);
+    assert!(BLOCK_HEADER % UNIT == 0);
+};
+
+/// Where the parts of a segment lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub total_len: u64,
+    pub index_off: u64,
+    pub index_slots: u64,
+    pub arena_off: u64,
+    pub arena_len: u64,
+}
+
+fn round_up(x: u64, to: u64) -> u64 {
+    x.div_ceil(to) * to
+}
+
+impl Geometry {
+    /// The geometry for an arena of `capacity` bytes and room for `max_objects` entries.
+    pub fn new(capacity: u64, max_objects: u64) -> Option<Geometry> {
+        let arena_len = round_up(capacity, PAGE);
+        if arena_len > MAX_ARENA {
+            return None;
+        }
+        // Live entries stay at or under 3/4 of the slots.
+        let index_slots = (max_objects.max(48) * 4).div_ceil(3).checked_next_power_of_two()?;
+        let index_off = HEADER_SIZE;
+        let arena_off = round_up(index_off + index_slots * 8, PAGE);
+        Some(Geometry { total_len: arena_off + arena_len, index_off, index_slots, arena_off, arena_len })
+    }
+
+    /// Reads and checks the geometry a header claims, against the segment's real size.
+    pub fn from_header(h: &Header, file_len: u64) -> Result<Geometry, Corruption> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = Geometry {
+            total_len: h.total_len.load(Relaxed),
+            index_off: h.index_off.load(Relaxed),
+            index_slots: h.index_slots.load(Relaxed),
+            arena_off: h.arena_off.load(Relaxed),
+            arena_len: h.arena_len.load(Relaxed),
+        };
+        if g.total_len != file_len {
+            return Err(corrupt!("header says {} bytes but the segment has {file_len}", g.total_len));
+        }
+        let index_end = g.index_slots.checked_mul(8).and_then(|b| b.checked_add(g.index_off));
+        let ok = g.index_off == HEADER_SIZE
+            && g.index_slots.is_power_of_two()
+            && index_end.is_some_and(|end| end <= g.arena_off)
+            && g.arena_off % PAGE == 0
+            && g.arena_len % PAGE == 0
+            && g.arena_len <= MAX_ARENA
+            && g.arena_off.checked_add(g.arena_len) == Some(g.total_len);
+        if !ok {
+            return Err(corrupt!("header geometry is inconsistent: {g:?}"));
+        }
+        Ok(g)
+    }
+
+    /// Live entries the index accepts before rotation.
+    pub fn max_live(&self) -> u64 {
+        self.index_slots / 4 * 3
+    }
+}
+
+/// Units of a block holding this key and value.
+pub fn block_units(key_len: usize, val_len: usize) -> u64 {
+    let bytes = BLOCK_HEADER + key_len as u64 + val_len as u64;
+    (bytes.div_ceil(UNIT)).max(MIN_BLOCK_UNITS as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_round_trips_through_checks() {
+        let g = Geometry::new(1 << 20, 1000).unwrap();
+        assert_eq!(g.arena_len, 1 << 20);
+        assert!(g.index_slots >= 1334 && g.index_slots.is_power_of_two());
+        assert!(g.arena_off >= g.index_off + g.index_slots * 8);
+        assert_eq!(g.total_len, g.arena_off + g.arena_len);
+        assert_eq!(g.max_live(), g.index_slots / 4 * 3);
+    }
+
+    #[test]
+    fn too_large_arena_is_refused() {
+        assert!(Geometry::new(MAX_ARENA + PAGE, 10).is_none());
+    }
+
+    #[test]
+    fn block_units_cover_header_key_and_value() {
+        assert_eq!(block_units(0, 0), MIN_BLOCK_UNITS as u64);
+        assert_eq!(block_units(10, 64), (48 + 10 + 64u64).div_ceil(16));
+    }
+
+    #[test]
+    fn magic_is_not_text() {
+        let b = MAGIC.to_le_bytes();
+        assert_eq!(b[0], 0x89);
+        assert!(b.contains(&b'\r') && b.contains(&b'\n'));
+    }
+}

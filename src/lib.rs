@@ -1,0 +1,57 @@
+//! # shmstore
+//!
+//! A cache of objects shared by the processes of one machine through shared memory. Open a
+//! store by name from any process (or inherit the handle across `fork()`), then `put`, `get`,
+//! `has`, `remove`, `count` and `keys`; when the store (or the machine's memory) runs short,
+//! least-recently-used objects are rotated out.
+//!
+//! ```
+//! use shmstore::{Options, PutPolicy, Store};
+//! # fn main() -> shmstore::Result<()> {
+//! # let name = format!("doc-{}", std::process::id());
+//! let store = Store::create(&name, Options::default().capacity(1 << 20).put_policy(PutPolicy::Rotate))?;
+//! store.put("a", &vec![1u32, 2, 3])?;
+//! let other = Store::open(&name)?; // in any process of the same user
+//! assert_eq!(other.get::<Vec<u32>>("a")?, Some(vec![1, 2, 3]));
+//! assert_eq!(other.get_or("missing", 7u32)?, 7);
+//! assert!(other.remove("a")?);
+//! Store::destroy(&name)?; // removes the name; open handles keep working
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Concurrency
+//! Every operation takes the store's lock, a robust process-shared mutex, for as long as it
+//! takes to probe, allocate, copy and link; values are serialized and deserialized outside it.
+//! A process that dies holding the lock does not wedge the store: the next one to lock it
+//! rebuilds the index, the LRU list and the free lists from the arena (see `docs/design.md`).
+//! An operation that cannot get the lock within `lock_timeout` returns [`Error::Timeout`].
+//!
+//! ## Safety
+//! The segment is shared with other processes, which may be buggy. Every offset read from it
+//! is checked against the segment's bounds; a scribbled segment gives [`Error::Corrupt`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arena;
+mod codec;
+mod error;
+mod index;
+mod layout;
+mod lock;
+mod lru;
+mod mapping;
+mod memory;
+mod options;
+mod os;
+mod recovery;
+mod segment;
+mod stats;
+mod store;
+
+pub use codec::{Bincode, Codec};
+pub use error::{Error, Result};
+pub use options::{Options, PutPolicy};
+pub use segment::MAX_NAME_LEN;
+pub use stats::{CheckReport, Stats};
+pub use store::{MAX_KEY_LEN, Store, list, valid};

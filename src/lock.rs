@@ -1,0 +1,108 @@
+//! The store's lock: a robust, process-shared, error-checking pthread mutex in the header.
+//!
+//! | `lock_for` result | meaning                                      | what the caller does          |
+//! |-------------------|----------------------------------------------|-------------------------------|
+//! | `Ok(Clean)`       | taken; the previous holder unlocked normally | its work                      |
+//! | `Ok(OwnerDied)`   | taken; the previous holder died holding it   | recover, then its work        |
+//! | `Err(Timeout)`    | not taken within the timeout                 | report `Error::Timeout`       |
+//! | `Err(Reentrant)`  | this thread holds it already                 | report `Error::Reentrant`     |
+//!
+//! The fast path is one `trylock`; the clock is read only when it fails, and then
+//! `pthread_mutex_clocklock(CLOCK_MONOTONIC)` waits, immune to wall-clock jumps. A [`Locked`]
+//! guard proves the lock is held; it is the only way to borrow arena bytes, and dropping it
+//! unlocks. A guard never unlocks a mutex left inconsistent: that would make the mutex
+//! unrecoverable (`ENOTRECOVERABLE`) for every process.
+
+use std::cell::Cell;
+use std::ops::Deref;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::error::Corruption;
+use crate::mapping::Mapping;
+use crate::os;
+
+/// How the lock was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    Clean,
+    /// The previous holder died holding the lock: the structures may be mid-change.
+    OwnerDied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    Timeout,
+    Reentrant,
+    /// Any other pthread error code (a scribbled mutex, for instance).
+    Os(i32),
+}
+
+/// Proof that this thread holds the store lock.
+pub struct Locked<'a> {
+    m: &'a Mapping,
+    inconsistent: Cell<bool>,
+}
+
+/// Takes the lock of the store mapped by `m`, waiting at most `timeout`.
+pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired), LockError> {
+    let mutex = m.header().mutex.get();
+    // SAFETY: the mutex was initialised by the creator before the store was marked ready,
+    // and the mapping outlives this call.
+    let mut rc = unsafe { os::mutex_trylock(mutex) };
+    if rc == libc::EBUSY {
+        // SAFETY: as above.
+        rc = unsafe { os::mutex_lock_for(mutex, timeout) };
+    }
+    let acquired = match rc {
+        0 => Acquired::Clean,
+        libc::EOWNERDEAD => Acquired::OwnerDied,
+        libc::ETIMEDOUT => return Err(LockError::Timeout),
+        libc::EDEADLK => return Err(LockError::Reentrant),
+        other => return Err(LockError::Os(other)),
+    };
+    let h = m.header();
+    h.lock_owner.store(os::pid(), Relaxed);
+    if acquired == Acquired::OwnerDied {
+        // Recorded before anything else, so that a recovery interrupted by a panic is still
+        // done by the next holder.
+        h.recovering.store(1, Relaxed);
+    }
+    let guard = Locked { m, inconsistent: Cell::new(acquired == Acquired::OwnerDied) };
+    Ok((guard, acquired))
+}
+
+impl Locked<'_> {
+    /// Marks the mutex consistent after a recovery (a no-op if it was taken cleanly).
+    pub fn mark_consistent(&self) {
+        if self.inconsistent.replace(false) {
+            // SAFETY: this thread holds the mutex, which lock_for returned with EOWNERDEAD.
+            unsafe { os::mutex_consistent(self.m.header().mutex.get()) };
+        }
+    }
+
+    /// Borrows `len` arena bytes at byte offset `off`, for as long as the lock is held.
+    pub fn bytes(&self, off: u64, len: usize) -> Result<&[u8], Corruption> {
+        // SAFETY: `self` proves the lock is held, and the slice cannot outlive `self`.
+        unsafe { self.m.slice(off, len) }
+    }
+}
+
+impl Deref for Locked<'_> {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        self.m
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Reached with `inconsistent` set only if recovery panicked; `recovering` is still set
+        // in the header, so the next holder recovers again. Unlocking an inconsistent robust
+        // mutex would instead make it unusable for good.
+        self.mark_consistent();
+        self.m.header().lock_owner.store(0, Relaxed);
+        // SAFETY: this thread holds the mutex (the guard exists only while it does).
+        unsafe { os::mutex_unlock(self.m.header().mutex.get()) };
+    }
+}

@@ -1,0 +1,95 @@
+//! The recency list: live blocks doubly linked through their `prev`/`next` fields, most
+//! recently used at the head, eviction from the tail. Links are block offsets in units.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::error::{Corruption, corrupt};
+use crate::layout::NIL;
+use crate::mapping::Mapping;
+
+/// Links a live block in at the head.
+pub fn push_front(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    let h = m.header();
+    let b = m.block(unit)?;
+    let old = h.lru_head.load(Relaxed);
+    b.prev.store(NIL, Relaxed);
+    b.next.store(old, Relaxed);
+    if old == NIL {
+        h.lru_tail.store(unit, Relaxed);
+    } else {
+        m.block(old)?.prev.store(unit, Relaxed);
+    }
+    h.lru_head.store(unit, Relaxed);
+    Ok(())
+}
+
+/// Takes a live block out of the list.
+pub fn unlink(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    let h = m.header();
+    let b = m.block(unit)?;
+    let (prev, next) = (b.prev.load(Relaxed), b.next.load(Relaxed));
+    if prev == NIL {
+        if h.lru_head.load(Relaxed) != unit {
+            return Err(corrupt!("LRU: block {unit} has no predecessor but is not the head"));
+        }
+        h.lru_head.store(next, Relaxed);
+    } else {
+        m.block(prev)?.next.store(next, Relaxed);
+    }
+    if next == NIL {
+        if h.lru_tail.load(Relaxed) != unit {
+            return Err(corrupt!("LRU: block {unit} has no successor but is not the tail"));
+        }
+        h.lru_tail.store(prev, Relaxed);
+    } else {
+        m.block(next)?.prev.store(prev, Relaxed);
+    }
+    Ok(())
+}
+
+/// Marks a block most recently used.
+pub fn touch(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+    if m.header().lru_head.load(Relaxed) == unit {
+        return Ok(());
+    }
+    unlink(m, unit)?;
+    push_front(m, unit)
+}
+
+/// The least recently used block other than `skip`, if any.
+pub fn victim(m: &Mapping, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
+    let tail = m.header().lru_tail.load(Relaxed);
+    if tail == NIL {
+        return Ok(None);
+    }
+    if Some(tail) != skip {
+        return Ok(Some(tail));
+    }
+    let prev = m.block(tail)?.prev.load(Relaxed);
+    Ok((prev != NIL).then_some(prev))
+}
+
+/// Walks the list from the head, at most `limit` steps, checking back links.
+pub fn walk(m: &Mapping, limit: u64, mut each: impl FnMut(u32) -> Result<(), Corruption>) -> Result<u64, Corruption> {
+    let h = m.header();
+    let mut prev = NIL;
+    let mut cur = h.lru_head.load(Relaxed);
+    let mut n = 0u64;
+    while cur != NIL {
+        if n >= limit {
+            return Err(corrupt!("LRU list is longer than the {limit} objects counted (a cycle?)"));
+        }
+        let b = m.block(cur)?;
+        if b.prev.load(Relaxed) != prev {
+            return Err(corrupt!("LRU: block {cur} has a wrong back link"));
+        }
+        each(cur)?;
+        n += 1;
+        prev = cur;
+        cur = b.next.load(Relaxed);
+    }
+    if h.lru_tail.load(Relaxed) != prev {
+        return Err(corrupt!("LRU: the tail is not the last block of the list"));
+    }
+    Ok(n)
+}

@@ -1,0 +1,102 @@
+//! The one place that turns offsets inside the segment into references.
+//!
+//! Every offset and length that comes from the segment's bytes is checked here against the
+//! geometry before it is used, so a scribbled segment yields a [`Corruption`], never an access
+//! outside the mapping.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicU64;
+
+use crate::error::{Corruption, corrupt};
+use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, UNIT};
+use crate::os::Map;
+
+pub struct Mapping {
+    map: Map,
+    fd: OwnedFd,
+    geo: Geometry,
+}
+
+impl Mapping {
+    /// Wraps a mapping of a whole segment whose geometry has been checked.
+    pub fn new(map: Map, fd: OwnedFd, geo: Geometry) -> Mapping {
+        assert!(map.len() as u64 >= geo.total_len && geo.total_len >= HEADER_SIZE);
+        Mapping { map, fd, geo }
+    }
+
+    pub fn geo(&self) -> &Geometry {
+        &self.geo
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Reads a header from a mapping whose geometry is not known yet.
+    pub fn header_of(map: &Map) -> Option<&Header> {
+        if (map.len() as u64) < HEADER_SIZE {
+            return None;
+        }
+        // SAFETY: the mapping is page aligned and at least HEADER_SIZE >= size_of::<Header>()
+        // bytes long; Header consists of atomics and a mutex cell, valid for any bit pattern,
+        // and lives as long as `map`.
+        Some(unsafe { &*map.ptr().cast::<Header>() })
+    }
+
+    pub fn header(&self) -> &Header {
+        Self::header_of(&self.map).expect("mapping is at least one header long")
+    }
+
+    /// Index slot `i`; `i` is masked into the table, so it can never leave the index.
+    pub fn slot(&self, i: u64) -> &AtomicU64 {
+        let i = i & (self.geo.index_slots - 1);
+        let off = self.geo.index_off + i * 8;
+        // SAFETY: i < index_slots, and the geometry check put index_off + 8 * index_slots
+        // inside the mapping; the offset is 8-aligned (page aligned base, 8-byte slots).
+        unsafe { &*self.map.ptr().add(off as usize).cast::<AtomicU64>() }
+    }
+
+    /// The block header at `unit` (units of 16 bytes from the arena start).
+    pub fn block(&self, unit: u32) -> Result<&Block, Corruption> {
+        if unit == NIL || unit as u64 * UNIT + BLOCK_HEADER > self.geo.arena_len {
+            return Err(corrupt!("block offset {unit} is outside the arena"));
+        }
+        let off = self.geo.arena_off + unit as u64 * UNIT;
+        // SAFETY: the block header lies inside the arena (checked above), which lies inside the
+        // mapping; the offset is 16-aligned; Block is atomics only, valid for any bit pattern.
+        Ok(unsafe { &*self.map.ptr().add(off as usize).cast::<Block>() })
+    }
+
+    fn arena_range(&self, off: u64, len: usize) -> Result<usize, Corruption> {
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.geo.arena_len => Ok((self.geo.arena_off + off) as usize),
+            _ => Err(corrupt!("{len} bytes at arena offset {off} reach past the arena")),
+        }
+    }
+
+    /// Copies `data` into the arena at byte offset `off`.
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<(), Corruption> {
+        let at = self.arena_range(off, data.len())?;
+        // SAFETY: the range lies inside the mapping (checked); `data` is a Rust slice, which
+        // cannot overlap the shared mapping's bytes being written under the store lock.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr().add(at), data.len()) };
+        Ok(())
+    }
+
+    /// Borrows `len` arena bytes at byte offset `off`.
+    ///
+    /// # Safety
+    /// The caller holds the store lock for as long as the slice lives, so no process of the
+    /// store's protocol writes these bytes meanwhile.
+    pub unsafe fn slice(&self, off: u64, len: usize) -> Result<&[u8], Corruption> {
+        let at = self.arena_range(off, len)?;
+        // SAFETY: in bounds (checked); writers are excluded by the caller's lock.
+        Ok(unsafe { std::slice::from_raw_parts(self.map.ptr().add(at), len) })
+    }
+
+    /// Raw pointer to the whole segment, for tests that scribble on it.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn raw(&self) -> (*mut u8, usize) {
+        (self.map.ptr(), self.map.len())
+    }
+}

@@ -1,0 +1,178 @@
+//! Options for creating a store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::{Geometry, MAX_ARENA};
+
+/// What a put does when the store (or the machine) is short of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PutPolicy {
+    /// Evict least-recently-used objects until the new one fits.
+    #[default]
+    Rotate,
+    /// Evict nothing; the put returns `Ok(false)`.
+    Strict,
+}
+
+impl PutPolicy {
+    pub(crate) fn to_raw(self) -> u32 {
+        match self {
+            PutPolicy::Rotate => 1,
+            PutPolicy::Strict => 2,
+        }
+    }
+
+    pub(crate) fn from_raw(raw: u32) -> Option<PutPolicy> {
+        match raw {
+            1 => Some(PutPolicy::Rotate),
+            2 => Some(PutPolicy::Strict),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PutPolicy::Rotate => "rotate",
+            PutPolicy::Strict => "strict",
+        }
+    }
+}
+
+impl FromStr for PutPolicy {
+    type Err = Error;
+    /// `"rotate"` or `"strict"`, as in the original's `put_policy`.
+    fn from_str(s: &str) -> Result<PutPolicy> {
+        match s {
+            "rotate" => Ok(PutPolicy::Rotate),
+            "strict" => Ok(PutPolicy::Strict),
+            _ => Err(Error::InvalidOption { option: "put_policy", why: format!("{s:?}; use \"rotate\" or \"strict\"") }),
+        }
+    }
+}
+
+impl std::fmt::Display for PutPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to create a store. `Copy`: pass the same options to several calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    pub(crate) capacity: u64,
+    pub(crate) min_free_mem_pct: f64,
+    pub(crate) put_policy: PutPolicy,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) max_objects: Option<u64>,
+    pub(crate) mode: u32,
+}
+
+impl Default for Options {
+    /// 256 MiB, 20% of memory kept free, rotate, 30 s lock timeout, mode 0600.
+    fn default() -> Options {
+        Options {
+            capacity: 256 << 20,
+            min_free_mem_pct: 0.2,
+            put_policy: PutPolicy::Rotate,
+            lock_timeout: Duration::from_secs(30),
+            max_objects: None,
+            mode: 0o600,
+        }
+    }
+}
+
+impl Options {
+    /// Bytes of objects (with their keys and 48-byte block headers) the store may hold.
+    /// Memory is committed as the store fills, not up front.
+    pub fn capacity(mut self, bytes: u64) -> Options {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Fraction (0..=1) of the machine's (or the container's) memory that must stay
+    /// available; below it, puts rotate or are refused. 0 turns the check off.
+    pub fn min_free_mem_pct(mut self, fraction: f64) -> Options {
+        self.min_free_mem_pct = fraction;
+        self
+    }
+
+    pub fn put_policy(mut self, policy: PutPolicy) -> Options {
+        self.put_policy = policy;
+        self
+    }
+
+    /// How long an operation waits for the store's lock before `Error::Timeout`.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Options {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How many objects the index holds before rotation (default: one per 256 bytes of
+    /// capacity). Raise it for stores of many small objects.
+    pub fn max_objects(mut self, n: u64) -> Options {
+        self.max_objects = Some(n);
+        self
+    }
+
+    /// Let the owner's group read and write the store too (mode 0660 instead of 0600). Any
+    /// process of that group can then read every object and, by scribbling on the segment,
+    /// make the store report corruption; use it only for a group you trust.
+    pub fn group_access(mut self, yes: bool) -> Options {
+        self.mode = if yes { 0o660 } else { 0o600 };
+        self
+    }
+
+    /// Checks the options and works out the segment's geometry.
+    pub(crate) fn geometry(&self) -> Result<Geometry> {
+        let bad = |option, why: String| Err(Error::InvalidOption { option, why });
+        if self.capacity == 0 {
+            return bad("capacity", "it is 0; give the store some bytes, e.g. 64 << 20".into());
+        }
+        if self.capacity > MAX_ARENA {
+            return bad("capacity", format!("{} bytes is more than the largest store, {MAX_ARENA} bytes", self.capacity));
+        }
+        if !(0.0..=1.0).contains(&self.min_free_mem_pct) {
+            return bad("min_free_mem_pct", format!("{} is outside 0..=1; it is a fraction, e.g. 0.2", self.min_free_mem_pct));
+        }
+        if self.lock_timeout.is_zero() {
+            return bad("lock_timeout", "it is zero; give at least a millisecond".into());
+        }
+        let max_objects = self.max_objects.unwrap_or(self.capacity / 256);
+        if max_objects == 0 || max_objects > u32::MAX as u64 {
+            return bad("max_objects", format!("{max_objects} is outside 1..={}", u32::MAX));
+        }
+        Geometry::new(self.capacity, max_objects)
+            .ok_or_else(|| Error::InvalidOption { option: "capacity", why: "the index would be too large".into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_options_are_errors() {
+        let d = Options::default();
+        assert!(d.geometry().is_ok());
+        for bad in [
+            d.capacity(0),
+            d.min_free_mem_pct(-0.1),
+            d.min_free_mem_pct(1.5),
+            d.min_free_mem_pct(f64::NAN),
+            d.lock_timeout(Duration::ZERO),
+            d.capacity(MAX_ARENA + 1),
+            d.max_objects(0),
+        ] {
+            assert!(matches!(bad.geometry(), Err(Error::InvalidOption { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn policy_parses_like_the_original() {
+        assert_eq!("rotate".parse::<PutPolicy>().unwrap(), PutPolicy::Rotate);
+        assert_eq!("strict".parse::<PutPolicy>().unwrap(), PutPolicy::Strict);
+        assert!("lru".parse::<PutPolicy>().is_err());
+    }
+}

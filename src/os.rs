@@ -1,0 +1,228 @@
+//! Every operating-system call the crate makes, behind small wrappers.
+//!
+//! Nothing else in the crate calls `libc` directly. Wrappers return `io::Result` and leave
+//! naming the store to the caller.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Creates a new shared-memory object; fails with `AlreadyExists` if the name is taken.
+/// The mode is applied exactly (the umask does not narrow or widen it).
+pub fn shm_create(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a valid NUL-terminated string; the flags and mode are plain integers.
+    let fd = check(unsafe {
+        libc::shm_open(path.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, mode)
+    })?;
+    // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `fd` is open; fchmod takes a plain mode.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    Ok(fd)
+}
+
+/// Opens an existing shared-memory object for reading and writing.
+pub fn shm_open(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = check(unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+    // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes the name; mappings and descriptors already open stay valid.
+pub fn shm_unlink(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    check(unsafe { libc::shm_unlink(path.as_ptr()) }).map(|_| ())
+}
+
+/// Sets the object's size (sparse: no memory is committed).
+pub fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fd` is open; `len` is a plain integer.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(|_| ())
+}
+
+/// What `fstat` says of an open object.
+pub struct FileInfo {
+    pub size: u64,
+}
+
+pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
+    // SAFETY: an all-zero `stat` is a valid value of that plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a valid out-pointer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(FileInfo { size: st.st_size as u64 })
+}
+
+/// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when
+/// the file system (for /dev/shm, its size limit) is full.
+pub fn fallocate(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) }).map(|_| ())
+}
+
+/// A shared read-write mapping of a whole object, unmapped on drop.
+pub struct Map {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Map` is an address range owned by this value; moving it to or sharing it with
+// another thread does not change what it points to. Access discipline is the caller's.
+unsafe impl Send for Map {}
+// SAFETY: as above; `Map` itself has no interior state.
+unsafe impl Sync for Map {}
+
+impl Map {
+    pub fn new(fd: &OwnedFd, len: usize) -> io::Result<Map> {
+        // SAFETY: a fresh mapping at a kernel-chosen address; it aliases no Rust object.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Map { ptr, len })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned, and no reference into the range
+        // outlives `self` (borrows of the mapping are tied to it).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Lists the names in the directory that holds shared-memory objects.
+pub fn shm_dir_names() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// This process's id.
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---- robust process-shared mutex ----------------------------------------------------------
+
+unsafe extern "C" {
+    // glibc >= 2.30; not bound by the libc crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// Initialises a robust, process-shared, error-checking mutex in place.
+///
+/// # Safety
+/// `m` points to writable memory large and aligned enough for a `pthread_mutex_t` that no
+/// thread is using.
+pub unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    // SAFETY: an all-zero attribute object is valid storage for pthread_mutexattr_init.
+    let mut attr: libc::pthread_mutexattr_t = unsafe { std::mem::zeroed() };
+    let a = &mut attr as *mut libc::pthread_mutexattr_t;
+    // SAFETY: `a` points to a live local; each call receives an initialised attribute object.
+    let rcs = unsafe {
+        [
+            libc::pthread_mutexattr_init(a),
+            libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
+            libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
+            libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK),
+            libc::pthread_mutex_init(m, a),
+            libc::pthread_mutexattr_destroy(a),
+        ]
+    };
+    match rcs.iter().find(|&&rc| rc != 0) {
+        Some(&rc) => Err(io::Error::from_raw_os_error(rc)),
+        None => Ok(()),
+    }
+}
+
+/// `pthread_mutex_trylock`; returns the pthread error code (0 on success).
+///
+/// # Safety
+/// `m` points to a mutex initialised by [`mutex_init`] in a live mapping.
+pub unsafe fn mutex_trylock(m: *mut libc::pthread_mutex_t) -> i32 {
+    // SAFETY: the caller guarantees `m` is an initialised mutex.
+    unsafe { libc::pthread_mutex_trylock(m) }
+}
+
+/// Waits for the mutex until `timeout` has passed on CLOCK_MONOTONIC; returns the pthread
+/// error code (0 on success, `ETIMEDOUT`, `EOWNERDEAD`, ...).
+///
+/// # Safety
+/// As for [`mutex_trylock`].
+pub unsafe fn mutex_lock_for(m: *mut libc::pthread_mutex_t, timeout: Duration) -> i32 {
+    let deadline = monotonic_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let ts = libc::timespec {
+        tv_sec: (deadline / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: the caller guarantees `m`; `ts` is a normalised timespec (nsec < 1e9).
+    unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) }
+}
+
+/// # Safety
+/// As for [`mutex_trylock`], and the calling thread holds the mutex.
+pub unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) -> i32 {
+    // SAFETY: the caller guarantees `m` and ownership.
+    unsafe { libc::pthread_mutex_unlock(m) }
+}
+
+/// Marks a mutex whose previous owner died as consistent again.
+///
+/// # Safety
+/// As for [`mutex_unlock`], after the lock returned `EOWNERDEAD`.
+pub unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> i32 {
+    // SAFETY: the caller guarantees `m` and ownership.
+    unsafe { libc::pthread_mutex_consistent(m) }
+}

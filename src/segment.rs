@@ -1,0 +1,150 @@
+//! Named segments: store names, create, open (waiting for a half-made store), destroy, list.
+
+use std::ffi::CString;
+use std::io;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::layout::{Geometry, HEADER_SIZE, LAYOUT_VERSION, MAGIC, READY};
+use crate::mapping::Mapping;
+use crate::os;
+
+/// Every store's segment is `/dev/shm/shmstore.NAME`.
+pub const PREFIX: &str = "shmstore.";
+/// Longest store name: the OS allows 255 bytes for the whole file name.
+pub const MAX_NAME_LEN: usize = 255 - PREFIX.len();
+/// How long an opener waits for a store that is being created.
+pub const OPEN_WAIT: Duration = Duration::from_secs(3);
+
+/// Checks a store name and returns the path to give `shm_open`.
+pub fn shm_path(name: &str) -> Result<CString> {
+    let bad = |why| Err(Error::InvalidName { name: name.to_owned(), why });
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is too long");
+    }
+    if name.contains('/') {
+        return bad("it contains '/'");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    Ok(CString::new(format!("/{PREFIX}{name}")).expect("no NUL: control characters were refused"))
+}
+
+fn os_err(op: &'static str, name: &str, source: io::Error) -> Error {
+    Error::Os { op, name: name.to_owned(), source }
+}
+
+/// Creates the segment, lets `init` fill the header, then publishes it by writing `ready`.
+/// On any failure the name is removed again.
+pub fn create(name: &str, geo: Geometry, mode: u32, init: impl FnOnce(&Mapping) -> Result<()>) -> Result<Mapping> {
+    let path = shm_path(name)?;
+    let fd = os::shm_create(&path, mode).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.to_owned()),
+        _ => os_err("shm_open", name, e),
+    })?;
+    let made = (|| {
+        os::ftruncate(&fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
+        // Header and index are written at random places from the start: back them now, so
+        // that a full /dev/shm is an error here and never a SIGBUS later.
+        os::fallocate(&fd, 0, geo.arena_off).map_err(|e| os_err("fallocate (reserving header and index)", name, e))?;
+        let map = os::Map::new(&fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
+        let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
+        let m = Mapping::new(map, fd2, geo);
+        let h = m.header();
+        h.magic.store(MAGIC, Relaxed);
+        h.version.store(LAYOUT_VERSION, Relaxed);
+        h.total_len.store(geo.total_len, Relaxed);
+        h.index_off.store(geo.index_off, Relaxed);
+        h.index_slots.store(geo.index_slots, Relaxed);
+        h.arena_off.store(geo.arena_off, Relaxed);
+        h.arena_len.store(geo.arena_len, Relaxed);
+        init(&m)?;
+        h.ready.store(READY, Release);
+        Ok(m)
+    })();
+    if made.is_err() {
+        let _ = os::shm_unlink(&path);
+    }
+    made
+}
+
+/// Opens an existing segment, waiting up to [`OPEN_WAIT`] for its creator to finish it.
+pub fn open(name: &str) -> Result<Mapping> {
+    let path = shm_path(name)?;
+    let fd = os::shm_open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
+        _ => os_err("shm_open", name, e),
+    })?;
+    let start = Instant::now();
+    loop {
+        let info = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?;
+        if info.size >= HEADER_SIZE {
+            let len = usize::try_from(info.size).map_err(|_| Error::Foreign {
+                name: name.to_owned(),
+                why: format!("its size {} cannot be mapped", info.size),
+            })?;
+            let map = os::Map::new(&fd, len).map_err(|e| os_err("mmap", name, e))?;
+            let h = Mapping::header_of(&map).expect("mapped at least a header");
+            let magic = h.magic.load(Relaxed);
+            if magic != 0 && magic != MAGIC {
+                return Err(Error::Foreign { name: name.to_owned(), why: "its first bytes are not shmstore's magic".into() });
+            }
+            if magic == MAGIC && h.ready.load(Acquire) == READY {
+                let version = h.version.load(Relaxed);
+                if version != LAYOUT_VERSION {
+                    return Err(Error::Incompatible { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
+                }
+                let geo = Geometry::from_header(h, info.size).map_err(|c| c.named(name))?;
+                let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
+                return Ok(Mapping::new(map, fd2, geo));
+            }
+        } else if info.size > 0 {
+            return Err(Error::Foreign { name: name.to_owned(), why: format!("it is only {} bytes long", info.size) });
+        }
+        if start.elapsed() >= OPEN_WAIT {
+            return Err(Error::NotReady { name: name.to_owned(), waited: start.elapsed() });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Removes the name. Handles already open keep working until they are dropped.
+pub fn destroy(name: &str) -> Result<()> {
+    let path = shm_path(name)?;
+    os::shm_unlink(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
+        _ => os_err("shm_unlink", name, e),
+    })
+}
+
+/// Names of all segments that carry the store prefix, sorted.
+pub fn list() -> Result<Vec<String>> {
+    let mut names: Vec<String> = os::shm_dir_names()
+        .map_err(|e| os_err("reading /dev/shm", "*", e))?
+        .into_iter()
+        .filter_map(|n| n.strip_prefix(PREFIX).map(str::to_owned))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(shm_path("frames").is_ok());
+        assert!(matches!(shm_path(""), Err(Error::InvalidName { .. })));
+        assert!(matches!(shm_path("a/b"), Err(Error::InvalidName { .. })));
+        assert!(matches!(shm_path("a\0b"), Err(Error::InvalidName { .. })));
+        assert!(matches!(shm_path(&"x".repeat(MAX_NAME_LEN + 1)), Err(Error::InvalidName { .. })));
+        assert!(shm_path(&"x".repeat(MAX_NAME_LEN)).is_ok());
+    }
+}

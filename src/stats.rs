@@ -1,0 +1,105 @@
+//! What a store reports about itself.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+
+use crate::mapping::Mapping;
+use crate::options::Options;
+use crate::recovery::Checked;
+
+/// Counters and sizes of a store, shared by every process that uses it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes of the arena taken by objects (block headers, keys and values).
+    pub used_bytes: u64,
+    /// Bytes of the values alone.
+    pub value_bytes: u64,
+    /// Bytes the arena may hold.
+    pub capacity: u64,
+    /// Bytes of the arena backed by memory so far.
+    pub committed_bytes: u64,
+    /// Objects the index accepts before rotation.
+    pub max_objects: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Puts that stored their object.
+    pub puts: u64,
+    /// Puts the policy refused.
+    pub refused_puts: u64,
+    pub removes: u64,
+    /// Objects rotated out to make room.
+    pub evictions: u64,
+    /// Operations that gave up waiting for the lock.
+    pub lock_timeouts: u64,
+    /// Times a process repaired the store after a lock holder died (or after corruption).
+    pub recoveries: u64,
+    /// Times the store was found beyond repair and emptied.
+    pub resets: u64,
+    /// Pid holding the lock right now (0: free).
+    pub lock_owner: u32,
+    /// Pid of the creator.
+    pub creator_pid: u32,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// `rotate` or `strict`.
+    pub put_policy: &'static str,
+    pub min_free_mem_pct: f64,
+    /// Permission bits of the segment.
+    pub mode: u32,
+}
+
+impl Stats {
+    pub(crate) fn read(m: &Mapping, options: &Options) -> Stats {
+        let h = m.header();
+        Stats {
+            objects: h.objects.load(Relaxed),
+            used_bytes: h.used_bytes.load(Relaxed),
+            value_bytes: h.value_bytes.load(Relaxed),
+            capacity: m.geo().arena_len,
+            committed_bytes: h.committed.load(Relaxed),
+            max_objects: m.geo().max_live(),
+            hits: h.hits.load(Relaxed),
+            misses: h.misses.load(Relaxed),
+            puts: h.puts.load(Relaxed),
+            refused_puts: h.refused_puts.load(Relaxed),
+            removes: h.removes.load(Relaxed),
+            evictions: h.evictions.load(Relaxed),
+            lock_timeouts: h.lock_timeouts.load(Relaxed),
+            recoveries: h.recoveries.load(Relaxed),
+            resets: h.resets.load(Relaxed),
+            lock_owner: h.lock_owner.load(Relaxed),
+            creator_pid: h.creator_pid.load(Relaxed),
+            created_ns: h.created_ns.load(Relaxed),
+            put_policy: options.put_policy.as_str(),
+            min_free_mem_pct: options.min_free_mem_pct,
+            mode: h.mode.load(Relaxed),
+        }
+    }
+
+    /// Hits over all gets (0 when there were none).
+    pub fn hit_ratio(&self) -> f64 {
+        let gets = self.hits + self.misses;
+        if gets == 0 { 0.0 } else { self.hits as f64 / gets as f64 }
+    }
+}
+
+/// What [`Store::check`](crate::Store::check) found in a store that passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CheckReport {
+    pub objects: u64,
+    pub free_blocks: u64,
+    pub free_bytes: u64,
+    /// The largest free block: with `free_bytes`, a measure of fragmentation.
+    pub largest_free: u64,
+}
+
+impl From<Checked> for CheckReport {
+    fn from(c: Checked) -> CheckReport {
+        CheckReport { objects: c.objects, free_blocks: c.free_blocks, free_bytes: c.free_bytes, largest_free: c.largest_free }
+    }
+}

@@ -1,0 +1,483 @@
+//! The public store: a named shared-memory object store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Bincode, Codec};
+use crate::error::{Corruption, Error, Result};
+use crate::index::{self, Found};
+use crate::layout::{BLOCK_HEADER, LIVE, NIL, UNIT, block_units};
+use crate::lock::{self, Acquired, LockError, Locked};
+use crate::mapping::Mapping;
+use crate::memory::MemorySampler;
+use crate::options::{Options, PutPolicy};
+use crate::recovery;
+use crate::segment;
+use crate::stats::Stats;
+use crate::{arena, lru};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// A handle on a named store. Cheap to clone; `Send + Sync`; keeps working in a forked child.
+/// Dropping a handle never removes the store: only [`Store::destroy`] does.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    m: Mapping,
+    options: Options,
+    memory: MemorySampler,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.inner.name).field("options", &self.inner.options).finish()
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidKey { len: key.len() });
+    }
+    Ok(())
+}
+
+fn random_seed() -> [u64; 2] {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState draws from the OS's random source once per process and varies per instance.
+    let mut out = [0u64; 2];
+    for (i, word) in out.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(crate::os::monotonic_ns() ^ i as u64);
+        h.write_u32(crate::os::pid());
+        *word = h.finish();
+    }
+    out
+}
+
+impl Store {
+    /// Creates a store; `Error::AlreadyExists` if the name is taken.
+    pub fn create(name: &str, options: Options) -> Result<Store> {
+        let geo = options.geometry()?;
+        let m = segment::create(name, geo, options.mode, |m| {
+            let h = m.header();
+            let seed = random_seed();
+            h.seed[0].store(seed[0], Relaxed);
+            h.seed[1].store(seed[1], Relaxed);
+            h.capacity.store(options.capacity, Relaxed);
+            h.min_free_bits.store(options.min_free_mem_pct.to_bits(), Relaxed);
+            h.lock_timeout_ns.store(options.lock_timeout.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+            h.put_policy.store(options.put_policy.to_raw(), Relaxed);
+            h.mode.store(options.mode, Relaxed);
+            h.creator_pid.store(crate::os::pid(), Relaxed);
+            h.created_ns.store(crate::os::realtime_ns(), Relaxed);
+            h.lru_head.store(NIL, Relaxed);
+            h.lru_tail.store(NIL, Relaxed);
+            for head in h.free_heads.iter() {
+                head.store(NIL, Relaxed);
+            }
+            // SAFETY: the segment is not published yet (`ready` is unset), so no other process
+            // uses the mutex's bytes; they lie inside the header.
+            unsafe { crate::os::mutex_init(h.mutex.get()) }.map_err(|source| Error::Os {
+                op: "pthread_mutex_init",
+                name: name.to_owned(),
+                source,
+            })
+        })?;
+        Ok(Store::from_mapping(name, m, options))
+    }
+
+    /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
+    /// the creator's user). Waits up to 3 s for a store that is still being created.
+    pub fn open(name: &str) -> Result<Store> {
+        let m = segment::open(name)?;
+        let h = m.header();
+        let corrupt = |why: &str| Error::Corrupt { name: name.to_owned(), why: why.to_owned() };
+        let options = Options {
+            capacity: h.capacity.load(Relaxed),
+            min_free_mem_pct: f64::from_bits(h.min_free_bits.load(Relaxed)),
+            put_policy: PutPolicy::from_raw(h.put_policy.load(Relaxed)).ok_or_else(|| corrupt("unknown put policy"))?,
+            lock_timeout: Duration::from_nanos(h.lock_timeout_ns.load(Relaxed)),
+            max_objects: Some(m.geo().max_live()),
+            mode: h.mode.load(Relaxed),
+        };
+        if !(0.0..=1.0).contains(&options.min_free_mem_pct) || options.lock_timeout.is_zero() {
+            return Err(corrupt("options in the header are out of range"));
+        }
+        Ok(Store::from_mapping(name, m, options))
+    }
+
+    /// Opens the store, creating it with `options` if it does not exist. The options of an
+    /// existing store are kept.
+    pub fn open_or_create(name: &str, options: Options) -> Result<Store> {
+        for _ in 0..10 {
+            match Store::create(name, options) {
+                Err(Error::AlreadyExists(_)) => {}
+                other => return other,
+            }
+            match Store::open(name) {
+                Err(Error::NotFound(_)) => continue, // destroyed in between: create again
+                other => return other,
+            }
+        }
+        Store::open(name)
+    }
+
+    /// Removes the store's name. Handles already open keep working; new opens fail.
+    pub fn destroy(name: &str) -> Result<()> {
+        segment::destroy(name)
+    }
+
+    fn from_mapping(name: &str, m: Mapping, options: Options) -> Store {
+        Store { inner: Arc::new(Inner { name: name.to_owned(), m, options, memory: MemorySampler::default() }) }
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The options the store was created with.
+    pub fn options(&self) -> Options {
+        self.inner.options
+    }
+
+    /// Takes the lock, recovering first if a previous holder died, and runs `f` under it.
+    /// A corruption found by `f` flags the store for a rebuild by the next lock holder.
+    fn locked<T>(&self, f: impl FnOnce(&Locked) -> Result<T, Corruption>) -> Result<T> {
+        let inner = &*self.inner;
+        let h = inner.m.header();
+        let l = match lock::lock_for(&inner.m, inner.options.lock_timeout) {
+            Ok((l, acquired)) => {
+                if acquired == Acquired::OwnerDied || h.recovering.load(Relaxed) != 0 {
+                    self.recover(&l);
+                }
+                l
+            }
+            Err(LockError::Timeout) => {
+                h.lock_timeouts.fetch_add(1, Relaxed);
+                return Err(Error::Timeout { name: inner.name.clone(), waited: inner.options.lock_timeout });
+            }
+            Err(LockError::Reentrant) => return Err(Error::Reentrant),
+            Err(LockError::Os(code)) => {
+                return Err(Error::Os {
+                    op: "pthread_mutex_lock",
+                    name: inner.name.clone(),
+                    source: std::io::Error::from_raw_os_error(code),
+                });
+            }
+        };
+        f(&l).map_err(|c| {
+            h.recovering.store(1, Relaxed);
+            c.named(&inner.name)
+        })
+    }
+
+    /// Rebuilds the derived structures after a lock holder died (or a corruption was seen).
+    fn recover(&self, l: &Locked) {
+        let h = l.header();
+        if recovery::rebuild(l).is_err() {
+            recovery::reset(l);
+        }
+        h.recoveries.fetch_add(1, Relaxed);
+        h.recovering.store(0, Relaxed);
+        l.mark_consistent();
+    }
+
+    // ---- put -------------------------------------------------------------------------------
+
+    /// Stores `value` (serialized with bincode) under `key`, replacing any object there.
+    /// `Ok(false)` when the policy refused it; a refused put leaves an existing object as it
+    /// was.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
+        self.put_as::<Bincode, T>(key, value)
+    }
+
+    /// [`put`](Store::put) with another [`Codec`].
+    pub fn put_as<C: Codec, T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
+        check_key(key)?;
+        let mut buf = Vec::new();
+        C::encode(value, &mut buf).map_err(Error::Encode)?;
+        self.put_bytes(key, &buf)
+    }
+
+    /// Stores raw bytes under `key`; no serialization.
+    pub fn put_bytes(&self, key: &str, value: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let units = block_units(key.len(), value.len());
+        let capacity = self.inner.m.geo().arena_len;
+        if units * UNIT > capacity {
+            return Err(Error::ValueTooLarge {
+                key_len: key.len(),
+                value_len: value.len(),
+                needed: units * UNIT,
+                capacity,
+            });
+        }
+        let short = self.inner.memory.shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
+        let strict = self.inner.options.put_policy == PutPolicy::Strict;
+        let (stored, freed) = self.locked(|l| {
+            let h = l.header();
+            let hash = index::hash(l, key.as_bytes());
+            let mut old = index::find(l, key.as_bytes(), hash)?;
+            let mut freed = 0u64;
+            let refuse = |freed| {
+                h.refused_puts.fetch_add(1, Relaxed);
+                Ok((false, freed))
+            };
+            // Memory short on the machine: make room by eviction, or refuse.
+            if short > 0 {
+                if strict {
+                    return refuse(0);
+                }
+                while freed < short {
+                    match lru::victim(l, old.map(|f| f.unit))? {
+                        Some(v) => freed += self.evict(l, v)?,
+                        None => return refuse(freed),
+                    }
+                }
+            }
+            // Room in the index.
+            while old.is_none() && h.index_live.load(Relaxed) >= l.geo().max_live() {
+                match lru::victim(l, None)? {
+                    Some(v) if !strict => freed += self.evict(l, v)?,
+                    _ => return refuse(freed),
+                }
+            }
+            // Room in the arena.
+            let unit = loop {
+                if let Some(unit) = arena::alloc(l, units as u32)? {
+                    break unit;
+                }
+                if strict {
+                    return refuse(freed);
+                }
+                match (lru::victim(l, old.map(|f| f.unit))?, old) {
+                    (Some(v), _) => freed += self.evict(l, v)?,
+                    // Only the object being replaced is left: its space is needed.
+                    (None, Some(f)) => {
+                        freed += unlink_entry(l, f)?;
+                        old = None;
+                    }
+                    (None, None) => return refuse(freed),
+                }
+            };
+            write_block(l, unit, key.as_bytes(), value)?;
+            match old {
+                Some(f) => {
+                    index::repoint(l, f, hash, unit);
+                    retire(l, f.unit)?;
+                }
+                None => index::insert(l, hash, unit)?,
+            }
+            lru::push_front(l, unit)?;
+            h.objects.fetch_add(1, Relaxed);
+            h.used_bytes.fetch_add(units * UNIT, Relaxed);
+            h.value_bytes.fetch_add(value.len() as u64, Relaxed);
+            h.puts.fetch_add(1, Relaxed);
+            if index::crowded(l) {
+                rebuild_index(l)?;
+            }
+            Ok((true, freed))
+        })?;
+        self.inner.memory.freed(freed);
+        Ok(stored)
+    }
+
+    /// Evicts the entry in block `unit`; returns the bytes freed.
+    fn evict(&self, l: &Locked, unit: u32) -> Result<u64, Corruption> {
+        let found = found_by_block(l, unit)?;
+        let bytes = unlink_entry(l, found)?;
+        l.header().evictions.fetch_add(1, Relaxed);
+        Ok(bytes)
+    }
+
+    // ---- get -------------------------------------------------------------------------------
+
+    /// The object under `key`, deserialized, or `None`. Refreshes its recency.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get_as::<Bincode, T>(key)
+    }
+
+    /// [`get`](Store::get) with another [`Codec`].
+    pub fn get_as<C: Codec, T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get_bytes(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                C::decode(&bytes).map(Some).map_err(|why| Error::Decode { key: key.to_owned(), why })
+            }
+        }
+    }
+
+    /// The object under `key`, or `default`.
+    pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// The raw bytes under `key`, copied out.
+    pub fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, <[u8]>::to_vec)
+    }
+
+    /// Runs `f` on the bytes under `key` while holding the store's lock: no copy. Keep `f`
+    /// short (other processes wait) and do not use the store inside it (`Error::Reentrant`).
+    pub fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        check_key(key)?;
+        self.locked(|l| {
+            let h = l.header();
+            let hash = index::hash(l, key.as_bytes());
+            let Some(found) = index::find(l, key.as_bytes(), hash)? else {
+                h.misses.fetch_add(1, Relaxed);
+                return Ok(None);
+            };
+            let b = l.block(found.unit)?;
+            b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
+            lru::touch(l, found.unit)?;
+            h.hits.fetch_add(1, Relaxed);
+            let off = found.unit as u64 * UNIT + BLOCK_HEADER + key.len() as u64;
+            let len = usize::try_from(b.val_len.load(Relaxed)).map_err(|_| crate::error::corrupt!("value length"))?;
+            Ok(Some(f(l.bytes(off, len)?)))
+        })
+    }
+
+    // ---- the rest of the original API ------------------------------------------------------
+
+    /// Whether `key` is there. Does not refresh recency.
+    pub fn has(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.locked(|l| Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.is_some()))
+    }
+
+    /// Removes `key`; `Ok(false)` if it was not there.
+    pub fn remove(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        let freed = self.locked(|l| {
+            let Some(found) = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))? else {
+                return Ok(None);
+            };
+            let freed = unlink_entry(l, found)?;
+            l.header().removes.fetch_add(1, Relaxed);
+            Ok(Some(freed))
+        })?;
+        if let Some(bytes) = freed {
+            self.inner.memory.freed(bytes);
+        }
+        Ok(freed.is_some())
+    }
+
+    /// Number of objects.
+    pub fn count(&self) -> Result<usize> {
+        self.locked(|l| Ok(l.header().objects.load(Relaxed) as usize))
+    }
+
+    /// All keys, most recently used first (no order is promised).
+    pub fn keys(&self) -> Result<Vec<String>> {
+        self.locked(|l| {
+            let mut keys = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
+            lru::walk(l, l.header().objects.load(Relaxed), |unit| {
+                let b = l.block(unit)?;
+                let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+                let key = std::str::from_utf8(key).map_err(|_| crate::error::corrupt!("key of block {unit} is not UTF-8"))?;
+                keys.push(key.to_owned());
+                Ok(())
+            })?;
+            Ok(keys)
+        })
+    }
+
+    /// Counters and sizes. Read without the lock: each figure is exact, together they are a
+    /// close snapshot.
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(Stats::read(&self.inner.m, &self.inner.options))
+    }
+
+    /// Checks every invariant of the store under its lock; `Error::Corrupt` says what is wrong.
+    pub fn check(&self) -> Result<crate::stats::CheckReport> {
+        self.locked(|l| recovery::validate(l).map(Into::into))
+    }
+
+    #[cfg(any(test, feature = "test-hooks"))]
+    #[doc(hidden)]
+    pub fn raw_segment(&self) -> (*mut u8, usize) {
+        self.inner.m.raw()
+    }
+}
+
+/// Writes key and value into a freshly allocated block and makes it live (the commit point
+/// of a put).
+fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Corruption> {
+    let h = l.header();
+    let b = l.block(unit)?;
+    b.key_len.store(key.len() as u32, Relaxed);
+    b.val_len.store(value.len() as u64, Relaxed);
+    b.seq.store(h.seq.fetch_add(1, Relaxed) + 1, Relaxed);
+    b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
+    let off = unit as u64 * UNIT + BLOCK_HEADER;
+    l.write(off, key)?;
+    l.write(off + key.len() as u64, value)?;
+    b.state.store(LIVE, Release);
+    Ok(())
+}
+
+/// The index entry of live block `unit`.
+fn found_by_block(l: &Locked, unit: u32) -> Result<Found, Corruption> {
+    let b = l.block(unit)?;
+    let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+    match index::find(l, key, index::hash(l, key))? {
+        Some(f) if f.unit == unit => Ok(f),
+        _ => Err(crate::error::corrupt!("live block {unit} is not in the index")),
+    }
+}
+
+/// Removes an entry: marks its block free (the commit point), then drops it from the index,
+/// the LRU list and the counts. Returns the bytes freed.
+fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
+    index::remove(l, found);
+    retire(l, found.unit)
+}
+
+/// Frees a block that has left the index.
+fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
+    let h = l.header();
+    let b = l.block(unit)?;
+    let size = b.size.load(Relaxed) as u64 * UNIT;
+    let val = b.val_len.load(Relaxed);
+    b.state.store(crate::layout::FREE, Release);
+    lru::unlink(l, unit)?;
+    arena::free(l, unit)?;
+    h.objects.fetch_sub(1, Relaxed);
+    h.used_bytes.fetch_sub(size, Relaxed);
+    h.value_bytes.fetch_sub(val, Relaxed);
+    Ok(size)
+}
+
+/// Rebuilds the index from the LRU list, clearing its tombstones.
+fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
+    let mut entries = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
+    lru::walk(l, l.header().objects.load(Relaxed), |unit| {
+        let b = l.block(unit)?;
+        let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+        entries.push((index::hash(l, key), unit));
+        Ok(())
+    })?;
+    index::rebuild(l, entries.into_iter())
+}
+
+/// Whether a usable store exists under `name`.
+pub fn valid(name: &str) -> bool {
+    Store::open(name).is_ok()
+}
+
+/// Names of the stores on this machine (every segment with shmstore's prefix; use [`valid`]
+/// to see which are usable).
+pub fn list() -> Result<Vec<String>> {
+    segment::list()
+}
