@@ -34,6 +34,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arena;
+mod attach;
 mod codec;
 mod error;
 mod index;

@@ -63,6 +63,7 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
     };
     let h = m.header();
     h.lock_owner.store(os::pid(), Relaxed);
+    h.lock_since_ns.store(os::monotonic_ns(), Relaxed);
     if acquired == Acquired::OwnerDied {
         // Recorded before anything else, so that a recovery interrupted by a panic is still
         // done by the next holder.

@@ -226,3 +226,32 @@ pub unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> i32 {
     // SAFETY: the caller guarantees `m` and ownership.
     unsafe { libc::pthread_mutex_consistent(m) }
 }
+
+// ---- processes ----------------------------------------------------------------------------
+
+/// The start time of a process (clock ticks after boot, field 22 of /proc/PID/stat), which
+/// tells a process from a later one that reuses its pid. `None` if it does not exist.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: skip past it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A number that changes in a child process after every `fork()`: a handle compares it with
+/// the one it saw last to notice it now lives in another process, without a system call.
+pub fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only increments an atomic, which is async-signal-safe, as a
+        // handler run in the child after fork must be.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -41,6 +41,10 @@ pub struct Stats {
     pub resets: u64,
     /// Pid holding the lock right now (0: free).
     pub lock_owner: u32,
+    /// For how long the current holder has held the lock, in nanoseconds (0: free).
+    pub lock_held_ns: u64,
+    /// Pids of the live processes that have the store open, one entry per open handle.
+    pub processes: Vec<u32>,
     /// Pid of the creator.
     pub creator_pid: u32,
     /// Creation time, nanoseconds since the Unix epoch.
@@ -55,6 +59,7 @@ pub struct Stats {
 impl Stats {
     pub(crate) fn read(m: &Mapping, options: &Options) -> Stats {
         let h = m.header();
+        let lock_owner = h.lock_owner.load(Relaxed);
         Stats {
             objects: h.objects.load(Relaxed),
             used_bytes: h.used_bytes.load(Relaxed),
@@ -71,7 +76,13 @@ impl Stats {
             lock_timeouts: h.lock_timeouts.load(Relaxed),
             recoveries: h.recoveries.load(Relaxed),
             resets: h.resets.load(Relaxed),
-            lock_owner: h.lock_owner.load(Relaxed),
+            lock_owner,
+            lock_held_ns: if lock_owner == 0 {
+                0
+            } else {
+                crate::os::monotonic_ns().saturating_sub(h.lock_since_ns.load(Relaxed))
+            },
+            processes: crate::attach::live(m),
             creator_pid: h.creator_pid.load(Relaxed),
             created_ns: h.created_ns.load(Relaxed),
             put_policy: options.put_policy.as_str(),

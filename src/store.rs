@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -18,7 +19,7 @@ use crate::options::{Options, PutPolicy};
 use crate::recovery;
 use crate::segment;
 use crate::stats::Stats;
-use crate::{arena, lru};
+use crate::{arena, attach, lru};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -35,6 +36,31 @@ struct Inner {
     m: Mapping,
     options: Options,
     memory: MemorySampler,
+    /// The attach-table slot of this handle's process, and the fork generation it was taken
+    /// in (a forked child registers itself again on its first operation).
+    attach_slot: AtomicUsize,
+    attach_gen: AtomicU64,
+}
+
+const NO_SLOT: usize = usize::MAX;
+
+impl Inner {
+    fn register(&self) {
+        let generation = crate::os::fork_generation();
+        let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
+        self.attach_slot.store(slot, Relaxed);
+        self.attach_gen.store(generation, Relaxed);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let slot = self.attach_slot.load(Relaxed);
+        if slot != NO_SLOT {
+            // Clears the slot only if this process owns it (not in a forked child).
+            attach::deregister(&self.m, slot);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -137,7 +163,29 @@ impl Store {
     }
 
     fn from_mapping(name: &str, m: Mapping, options: Options) -> Store {
-        Store { inner: Arc::new(Inner { name: name.to_owned(), m, options, memory: MemorySampler::default() }) }
+        let inner = Inner {
+            name: name.to_owned(),
+            m,
+            options,
+            memory: MemorySampler::default(),
+            attach_slot: AtomicUsize::new(NO_SLOT),
+            attach_gen: AtomicU64::new(0),
+        };
+        inner.register();
+        Store { inner: Arc::new(inner) }
+    }
+
+    /// Pids of the live processes that have this store open, one entry per open handle
+    /// (this process included). Entries of processes that died are pruned.
+    pub fn processes(&self) -> Vec<u32> {
+        self.reattach_after_fork();
+        attach::live(&self.inner.m)
+    }
+
+    fn reattach_after_fork(&self) {
+        if self.inner.attach_gen.load(Relaxed) != crate::os::fork_generation() {
+            self.inner.register();
+        }
     }
 
     /// The store's name.
@@ -153,6 +201,7 @@ impl Store {
     /// Takes the lock, recovering first if a previous holder died, and runs `f` under it.
     /// A corruption found by `f` flags the store for a rebuild by the next lock holder.
     fn locked<T>(&self, f: impl FnOnce(&Locked) -> Result<T, Corruption>) -> Result<T> {
+        self.reattach_after_fork();
         let inner = &*self.inner;
         let h = inner.m.header();
         let l = match lock::lock_for(&inner.m, inner.options.lock_timeout) {
@@ -280,7 +329,8 @@ impl Store {
             }
             lru::push_front(l, unit)?;
             h.objects.fetch_add(1, Relaxed);
-            h.used_bytes.fetch_add(units * UNIT, Relaxed);
+            // The block may be a little larger than asked for (a remainder too small to split).
+            h.used_bytes.fetch_add(l.block(unit)?.size.load(Relaxed) as u64 * UNIT, Relaxed);
             h.value_bytes.fetch_add(value.len() as u64, Relaxed);
             h.puts.fetch_add(1, Relaxed);
             if index::crowded(l) {

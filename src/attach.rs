@@ -1,0 +1,63 @@
+//! The attach table: which processes have a store open.
+//!
+//! Each handle registers its process (pid and start time, so a reused pid is not mistaken
+//! for it) in a free slot of the header's table, and clears the slot when dropped. A process
+//! killed before it could clear its slot leaves a dead entry, which [`live`] prunes. A handle
+//! inherited by a forked child registers the child on its first operation there.
+//! Registration takes no lock: a slot is claimed with a compare-and-swap on its pid.
+
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+
+use crate::mapping::Mapping;
+use crate::os;
+
+/// Claims a slot for this process; `None` when the table is full even after pruning.
+pub fn register(m: &Mapping) -> Option<usize> {
+    let pid = os::pid();
+    let start = os::process_start_time(pid).unwrap_or(0);
+    for round in 0..2 {
+        for (i, slot) in m.header().attach.iter().enumerate() {
+            if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
+                slot.start.store(start, Relaxed);
+                return Some(i);
+            }
+        }
+        if round == 0 {
+            prune(m);
+        }
+    }
+    None
+}
+
+/// Clears the slot this process claimed.
+pub fn deregister(m: &Mapping, slot: usize) {
+    if let Some(s) = m.header().attach.get(slot) {
+        let _ = s.pid.compare_exchange(os::pid(), 0, AcqRel, Relaxed);
+    }
+}
+
+fn alive(pid: u32, start: u64) -> bool {
+    match os::process_start_time(pid) {
+        Some(now) => start == 0 || now == start,
+        None => false,
+    }
+}
+
+/// Clears the slots of processes that no longer exist.
+fn prune(m: &Mapping) {
+    for slot in m.header().attach.iter() {
+        let pid = slot.pid.load(Relaxed);
+        if pid != 0 && !alive(pid, slot.start.load(Relaxed)) {
+            let _ = slot.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
+        }
+    }
+}
+
+/// The live processes that have the store open (one entry per open handle), after pruning
+/// the dead ones.
+pub fn live(m: &Mapping) -> Vec<u32> {
+    prune(m);
+    let mut pids: Vec<u32> = m.header().attach.iter().map(|s| s.pid.load(Relaxed)).filter(|&p| p != 0).collect();
+    pids.sort_unstable();
+    pids
+}

@@ -1,0 +1,364 @@
+//! The store's API and its semantics, in one process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cleanup, TempStore, opts, unique_name};
+use shmstore::{Error, Options, PutPolicy, Store};
+
+#[test]
+fn put_get_has_remove_count_keys() {
+    let s = TempStore::new("basic", opts(1 << 20));
+    assert_eq!(s.count().unwrap(), 0);
+    assert!(s.put("a", &vec![1u32, 2, 3]).unwrap());
+    assert!(s.put("b", "text").unwrap());
+    assert_eq!(s.get::<Vec<u32>>("a").unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(s.get::<String>("b").unwrap().as_deref(), Some("text"));
+    assert_eq!(s.get::<u32>("missing").unwrap(), None);
+    assert_eq!(s.get_or("missing", 7u32).unwrap(), 7);
+    assert!(s.has("a").unwrap());
+    assert!(!s.has("missing").unwrap());
+    assert_eq!(s.count().unwrap(), 2);
+    let mut keys = s.keys().unwrap();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    assert!(s.remove("a").unwrap());
+    assert!(!s.remove("a").unwrap());
+    assert!(!s.has("a").unwrap());
+    assert_eq!(s.count().unwrap(), 1);
+    s.check().unwrap();
+}
+
+#[test]
+fn put_replaces() {
+    let s = TempStore::new("replace", opts(1 << 20));
+    s.put("k", &1u64).unwrap();
+    s.put("k", &"now a much longer string value".to_string()).unwrap();
+    assert_eq!(s.get::<String>("k").unwrap().unwrap(), "now a much longer string value");
+    assert_eq!(s.count().unwrap(), 1);
+    s.check().unwrap();
+}
+
+#[test]
+fn bytes_api_and_get_with() {
+    let s = TempStore::new("bytes", opts(1 << 20));
+    let data: Vec<u8> = (0..=255).collect();
+    assert!(s.put_bytes("raw", &data).unwrap());
+    assert_eq!(s.get_bytes("raw").unwrap().unwrap(), data);
+    assert_eq!(s.get_with("raw", |b| b.len()).unwrap(), Some(256));
+    assert_eq!(s.get_with("nope", |b| b.len()).unwrap(), None);
+    assert!(s.put_bytes("empty", b"").unwrap());
+    assert_eq!(s.get_bytes("empty").unwrap().unwrap(), b"");
+}
+
+#[test]
+fn get_with_closure_that_reenters_gets_an_error_not_a_deadlock() {
+    let s = TempStore::new("reenter", opts(1 << 20));
+    s.put_bytes("k", b"v").unwrap();
+    let inner = s.get_with("k", |_| s.has("k")).unwrap().unwrap();
+    assert!(matches!(inner, Err(Error::Reentrant)), "{inner:?}");
+    // The lock was released normally afterwards.
+    assert!(s.has("k").unwrap());
+}
+
+#[test]
+fn panicking_get_with_closure_releases_the_lock() {
+    let s = TempStore::new("panic", opts(1 << 20));
+    s.put_bytes("k", b"v").unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.get_with("k", |_| panic!("boom"))));
+    assert!(r.is_err());
+    assert!(s.has("k").unwrap());
+    s.check().unwrap();
+}
+
+#[test]
+fn wrong_type_is_a_decode_error() {
+    let s = TempStore::new("decode", opts(1 << 20));
+    s.put("k", &123456789u64).unwrap();
+    assert!(matches!(s.get::<String>("k"), Err(Error::Decode { .. })));
+}
+
+#[test]
+fn stats_count_hits_misses_puts() {
+    let s = TempStore::new("stats", opts(1 << 20));
+    s.put("a", &1u8).unwrap();
+    s.get::<u8>("a").unwrap();
+    s.get::<u8>("b").unwrap();
+    s.remove("a").unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.puts, st.hits, st.misses, st.removes, st.objects), (1, 1, 1, 1, 0));
+    assert_eq!(st.capacity, 1 << 20);
+    assert_eq!(st.hit_ratio(), 0.5);
+}
+
+#[test]
+fn rotate_evicts_least_recently_used() {
+    // Room for a handful of 64 KiB objects.
+    let s = TempStore::new("rotate", opts(256 << 10));
+    let v = vec![7u8; 60 << 10];
+    for i in 0..4 {
+        assert!(s.put_bytes(&format!("k{i}"), &v).unwrap());
+    }
+    // k0 is used again, so k1 is now the least recent.
+    assert!(s.get_bytes("k0").unwrap().is_some());
+    assert!(s.put_bytes("k4", &v).unwrap());
+    assert!(s.has("k0").unwrap(), "recently read object was evicted");
+    assert!(!s.has("k1").unwrap(), "least recently used object was kept");
+    assert!(s.stats().unwrap().evictions >= 1);
+    s.check().unwrap();
+}
+
+#[test]
+fn strict_refuses_and_keeps_the_old_object() {
+    let s = TempStore::new("strict", opts(256 << 10).put_policy(PutPolicy::Strict));
+    let v = vec![1u8; 60 << 10];
+    let mut stored = 0;
+    while s.put_bytes(&format!("k{stored}"), &v).unwrap() {
+        stored += 1;
+    }
+    assert!(stored >= 3);
+    assert_eq!(s.count().unwrap(), stored);
+    // Replacing k0 with a larger value does not fit: refused, and k0 is unchanged.
+    assert!(!s.put_bytes("k0", &vec![2u8; 120 << 10]).unwrap());
+    assert_eq!(s.get_bytes("k0").unwrap().unwrap(), v);
+    assert_eq!(s.stats().unwrap().evictions, 0);
+    assert!(s.stats().unwrap().refused_puts >= 2);
+    s.check().unwrap();
+}
+
+#[test]
+fn rotate_replaces_the_only_object_with_a_larger_one() {
+    let s = TempStore::new("rotate-only", opts(128 << 10));
+    s.put_bytes("k", &vec![1u8; 70 << 10]).unwrap();
+    assert!(s.put_bytes("k", &vec![2u8; 100 << 10]).unwrap());
+    assert_eq!(s.get_bytes("k").unwrap().unwrap(), vec![2u8; 100 << 10]);
+    s.check().unwrap();
+}
+
+#[test]
+fn memory_threshold_refuses_in_strict_and_rotates_in_rotate() {
+    // A threshold of 100% can never be met.
+    let strict = TempStore::new("mem-strict", opts(1 << 20).min_free_mem_pct(1.0).put_policy(PutPolicy::Strict));
+    assert!(!strict.put_bytes("k", b"v").unwrap());
+    let rotate = TempStore::new("mem-rotate", opts(1 << 20).min_free_mem_pct(1.0));
+    assert!(!rotate.put_bytes("k", b"v").unwrap());
+    assert_eq!(rotate.count().unwrap(), 0);
+}
+
+#[test]
+fn a_fragmenting_churn_still_fits_fourteen_64k_objects_in_1mib() {
+    let s = TempStore::new("frag", opts(1 << 20));
+    // Mixed sizes, many rounds of replace and remove.
+    let mut x = 12345u64;
+    for round in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let size = (x % 40_000) as usize + 1;
+        let key = format!("c{}", x % 50);
+        if round % 3 == 0 {
+            s.remove(&key).unwrap();
+        } else {
+            s.put_bytes(&key, &vec![round as u8; size]).unwrap();
+        }
+    }
+    s.check().unwrap();
+    for k in s.keys().unwrap() {
+        s.remove(&k).unwrap();
+    }
+    let empty = s.check().unwrap();
+    assert_eq!((empty.objects, empty.free_blocks), (0, 0), "an empty store merged back into one free region");
+    let evictions = s.stats().unwrap().evictions;
+    for i in 0..14 {
+        assert!(s.put_bytes(&format!("big{i}"), &vec![i as u8; 64 << 10]).unwrap());
+    }
+    assert_eq!(s.count().unwrap(), 14);
+    assert_eq!(s.stats().unwrap().evictions, evictions);
+    s.check().unwrap();
+}
+
+#[test]
+fn index_full_rotates_in_rotate_and_refuses_in_strict() {
+    let s = TempStore::new("index-full", opts(1 << 20).max_objects(48));
+    let max = s.stats().unwrap().max_objects as usize;
+    for i in 0..max + 10 {
+        assert!(s.put(&format!("k{i}"), &i).unwrap());
+    }
+    assert_eq!(s.count().unwrap(), max);
+    assert!(s.has(&format!("k{}", max + 9)).unwrap());
+    assert!(!s.has("k0").unwrap());
+    let t = TempStore::new("index-full-strict", opts(1 << 20).max_objects(48).put_policy(PutPolicy::Strict));
+    for i in 0..max {
+        assert!(t.put(&format!("k{i}"), &i).unwrap());
+    }
+    assert!(!t.put("one-more", &0).unwrap());
+    // Replacing an existing key needs no new slot.
+    assert!(t.put("k0", &99).unwrap());
+    t.check().unwrap();
+}
+
+#[test]
+fn tombstone_churn_keeps_the_index_usable() {
+    let s = TempStore::new("tomb", opts(1 << 20).max_objects(100));
+    for i in 0..20_000u32 {
+        s.put(&format!("k{i}"), &i).unwrap();
+        s.remove(&format!("k{i}")).unwrap();
+    }
+    assert_eq!(s.count().unwrap(), 0);
+    s.put("last", &1u8).unwrap();
+    assert!(s.has("last").unwrap());
+    s.check().unwrap();
+}
+
+#[test]
+fn bad_input_is_an_error_and_changes_nothing() {
+    let s = TempStore::new("bad", opts(64 << 10));
+    s.put("keep", &1u32).unwrap();
+    let before = s.stats().unwrap();
+    assert!(matches!(s.put("", &1), Err(Error::InvalidKey { len: 0 })));
+    let long = "k".repeat(shmstore::MAX_KEY_LEN + 1);
+    assert!(matches!(s.put(&long, &1), Err(Error::InvalidKey { .. })));
+    assert!(matches!(s.get::<u32>(&long), Err(Error::InvalidKey { .. })));
+    assert!(matches!(s.put_bytes("big", &vec![0u8; 65 << 10]), Err(Error::ValueTooLarge { .. })));
+    struct Unserializable;
+    impl serde::Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    assert!(matches!(s.put("keep", &Unserializable), Err(Error::Encode(_))));
+    assert_eq!(s.get::<u32>("keep").unwrap(), Some(1));
+    let after = s.stats().unwrap();
+    assert_eq!((before.objects, before.puts, before.used_bytes), (after.objects, after.puts, after.used_bytes));
+    s.check().unwrap();
+}
+
+#[test]
+fn bad_names_and_options_are_errors() {
+    for name in ["", "a/b", "tab\there"] {
+        assert!(matches!(Store::create(name, opts(1 << 20)), Err(Error::InvalidName { .. })), "{name:?}");
+    }
+    let long = "n".repeat(shmstore::MAX_NAME_LEN + 1);
+    assert!(matches!(Store::open(&long), Err(Error::InvalidName { .. })));
+    let name = unique_name("badopt");
+    let _c = Cleanup(name.clone());
+    for o in [opts(0), opts(1 << 20).min_free_mem_pct(1.5), opts(1 << 20).min_free_mem_pct(-1.0)] {
+        assert!(matches!(Store::create(&name, o), Err(Error::InvalidOption { .. })));
+    }
+    assert!(!shmstore::valid(&name), "a refused create left a segment behind");
+}
+
+#[test]
+fn create_open_destroy_lifecycle() {
+    let name = unique_name("life");
+    let _c = Cleanup(name.clone());
+    assert!(matches!(Store::open(&name), Err(Error::NotFound(_))));
+    assert!(!shmstore::valid(&name));
+    let a = Store::create(&name, opts(1 << 20)).unwrap();
+    assert!(matches!(Store::create(&name, opts(1 << 20)), Err(Error::AlreadyExists(_))));
+    assert!(shmstore::valid(&name));
+    assert!(shmstore::list().unwrap().contains(&name));
+    let b = Store::open(&name).unwrap();
+    let c = Store::open_or_create(&name, opts(2 << 20)).unwrap();
+    assert_eq!(c.stats().unwrap().capacity, 1 << 20, "open_or_create keeps the existing options");
+    a.put("x", &5u8).unwrap();
+    assert_eq!(b.get::<u8>("x").unwrap(), Some(5));
+    drop(a);
+    assert!(shmstore::valid(&name), "dropping a handle removed the store");
+    Store::destroy(&name).unwrap();
+    assert!(!shmstore::valid(&name));
+    assert!(!shmstore::list().unwrap().contains(&name));
+    // Handles still open keep working.
+    b.put("y", &6u8).unwrap();
+    assert_eq!(c.get::<u8>("y").unwrap(), Some(6));
+    assert!(matches!(Store::destroy(&name), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn foreign_segments_are_refused() {
+    let name = unique_name("foreign");
+    let path = format!("/dev/shm/shmstore.{name}");
+    let _c = Cleanup(name.clone());
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    assert!(matches!(Store::open(&name), Err(Error::Foreign { .. })));
+    std::fs::write(&path, b"short").unwrap();
+    assert!(matches!(Store::open(&name), Err(Error::Foreign { .. })));
+    assert!(!shmstore::valid(&name));
+}
+
+#[test]
+fn an_unfinished_store_is_not_ready() {
+    // A creator that died after shm_open: the segment exists but is all zeros.
+    let name = unique_name("unready");
+    let path = format!("/dev/shm/shmstore.{name}");
+    let _c = Cleanup(name.clone());
+    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    let t = std::time::Instant::now();
+    assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
+    assert!(t.elapsed() >= Duration::from_secs(1));
+}
+
+#[test]
+fn segment_mode_is_0600_unless_group_access() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TempStore::new("mode", opts(1 << 20));
+    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", s.name)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let g = TempStore::new("mode-g", opts(1 << 20).group_access(true));
+    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", g.name)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+}
+
+#[test]
+fn threads_share_one_handle() {
+    let s = TempStore::new("threads", opts(4 << 20));
+    std::thread::scope(|scope| {
+        for t in 0..4u32 {
+            let s = s.store.clone();
+            scope.spawn(move || {
+                for i in 0..500u32 {
+                    let key = format!("t{t}-{i}");
+                    assert!(s.put(&key, &(t, i)).unwrap());
+                    assert_eq!(s.get::<(u32, u32)>(&key).unwrap(), Some((t, i)));
+                }
+            });
+        }
+    });
+    assert_eq!(s.count().unwrap(), 2000);
+    s.check().unwrap();
+}
+
+#[test]
+fn options_default_matches_the_original() {
+    let d = Options::default();
+    let s = TempStore::new("defaults", d.min_free_mem_pct(0.2).capacity(1 << 20));
+    let o = s.options();
+    assert_eq!(o, d.capacity(1 << 20));
+}
+
+#[test]
+fn after_a_churn_rotation_makes_room_for_fourteen_64k_objects_in_1mib() {
+    let s = TempStore::new("frag-rotate", opts(1 << 20));
+    let mut x = 987654321u64;
+    for round in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let size = (x % 30_000) as usize + 1;
+        let key = format!("c{}", x % 64);
+        if round % 4 == 0 {
+            s.remove(&key).unwrap();
+        } else {
+            s.put_bytes(&key, &vec![round as u8; size]).unwrap();
+        }
+    }
+    for i in 0..14u8 {
+        assert!(s.put_bytes(&format!("big{i}"), &vec![i; 64 << 10]).unwrap());
+    }
+    for i in 0..14u8 {
+        let got = s.get_bytes(&format!("big{i}")).unwrap();
+        assert!(got == Some(vec![i; 64 << 10]), "big{i} was rotated out or changed");
+    }
+    s.check().unwrap();
+}
