@@ -63,7 +63,9 @@ pub fn unlink_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     if prev == NIL {
         let head = &m.header().free_heads[bin];
         if head.load(Relaxed) != unit {
-            return Err(corrupt!("free block {unit} has no predecessor but does not head its list"));
+            return Err(corrupt!(
+                "free block {unit} has no predecessor but does not head its list"
+            ));
         }
         head.store(next, Relaxed);
         if next == NIL {
@@ -91,10 +93,27 @@ fn next_phys(m: &Mapping, unit: u32, b: &Block) -> Option<u32> {
 /// How many blocks to look at in the first list before going to a larger one.
 const FIRST_FIT_SCAN: usize = 16;
 
+/// A stretch of free space: a free block, or the wilderness above `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Block(u32),
+    Wilderness,
+}
+
 /// Allocates a block of exactly `units` (the caller writes it and makes it live).
 /// `Ok(None)` means no room: nothing free is large enough and the wilderness is too small
 /// (or /dev/shm is full).
 pub fn alloc(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
+    alloc_avoiding(m, units, None)
+}
+
+/// [`alloc`], but never from the region `avoid`.
+pub fn alloc_avoiding(
+    m: &Mapping,
+    units: u32,
+    avoid: Option<Region>,
+) -> Result<Option<u32>, Corruption> {
+    let skip = |unit| avoid == Some(Region::Block(unit));
     let bin = bin_of(units);
     // First fit in the list that may hold blocks just large enough.
     let mut cur = m.header().free_heads[bin].load(Relaxed);
@@ -103,19 +122,30 @@ pub fn alloc(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
             break;
         }
         let b = m.block(cur)?;
-        if b.size.load(Relaxed) >= units {
+        if b.size.load(Relaxed) >= units && !skip(cur) {
             return take(m, cur, units).map(Some);
         }
         cur = b.next.load(Relaxed);
     }
-    // Any block of a larger list fits.
-    if let Some(b) = first_bin_above(m, bin) {
-        let unit = m.header().free_heads[b].load(Relaxed);
-        return take(m, unit, units).map(Some);
+    // Any block of a larger list fits; the smallest such list first.
+    let mut from = bin;
+    while let Some(b) = first_bin_above(m, from) {
+        let mut unit = m.header().free_heads[b].load(Relaxed);
+        if skip(unit) {
+            unit = m.block(unit)?.next.load(Relaxed);
+        }
+        if unit != NIL {
+            return take(m, unit, units).map(Some);
+        }
+        from = b;
+    }
+    if avoid == Some(Region::Wilderness) {
+        return Ok(None);
     }
     grow(m, units)
 }
 
+/// The first non-empty list above `bin`.
 fn first_bin_above(m: &Mapping, bin: usize) -> Option<usize> {
     let words = &m.header().free_bitmap;
     let start = bin + 1;
@@ -131,12 +161,80 @@ fn first_bin_above(m: &Mapping, bin: usize) -> Option<usize> {
     None
 }
 
+/// Allocates `units` from a region known to be large enough.
+pub fn alloc_in(m: &Mapping, region: Region, units: u32) -> Result<Option<u32>, Corruption> {
+    match region {
+        Region::Block(unit) => take(m, unit, units).map(Some),
+        Region::Wilderness => grow(m, units),
+    }
+}
+
+/// The largest free block (not the wilderness) and its size in units, from the largest
+/// non-empty free list (a bounded walk of it).
+pub fn largest_free_block(m: &Mapping) -> Result<Option<(u32, u32)>, Corruption> {
+    let h = m.header();
+    let top_bin = (0..h.free_bitmap.len()).rev().find_map(|w| {
+        let bits = h.free_bitmap[w].load(Relaxed);
+        (bits != 0).then(|| w * 64 + 63 - bits.leading_zeros() as usize)
+    });
+    let Some(bin) = top_bin else { return Ok(None) };
+    let mut best: Option<(u32, u32)> = None;
+    let mut cur = h.free_heads[bin].load(Relaxed);
+    for _ in 0..256 {
+        if cur == NIL {
+            break;
+        }
+        let b = m.block(cur)?;
+        let size = b.size.load(Relaxed);
+        if best.is_none_or(|(_, s)| size > s) {
+            best = Some((cur, size));
+        }
+        cur = b.next.load(Relaxed);
+    }
+    Ok(best)
+}
+
+/// Units left in the wilderness above `top`.
+pub fn wilderness_units(m: &Mapping) -> u32 {
+    ((m.geo().arena_len - m.header().top.load(Relaxed)) / UNIT).min(u32::MAX as u64) as u32
+}
+
+/// The largest free region (a free block or the wilderness) and its size in units.
+pub fn largest_free(m: &Mapping) -> Result<(Region, u32), Corruption> {
+    let wild = wilderness_units(m);
+    Ok(match largest_free_block(m)? {
+        Some((unit, size)) if size > wild => (Region::Block(unit), size),
+        _ => (Region::Wilderness, wild),
+    })
+}
+
+/// The live blocks on either side of a free region (a free region's neighbours are live:
+/// free neighbours are always merged).
+pub fn neighbours(m: &Mapping, region: Region) -> Result<[Option<u32>; 2], Corruption> {
+    let h = m.header();
+    match region {
+        Region::Wilderness => {
+            let top = top_units(m);
+            let last = h.last_units.load(Relaxed) as u64;
+            Ok([(top > 0 && last <= top).then(|| (top - last) as u32), None])
+        }
+        Region::Block(unit) => {
+            let b = m.block(unit)?;
+            let ps = b.prev_size.load(Relaxed);
+            let left = (ps != 0).then(|| unit.checked_sub(ps)).flatten();
+            Ok([next_phys(m, unit, b), left])
+        }
+    }
+}
+
 /// Takes free block `unit` off its list and splits off what `units` does not need.
 fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
     let b = m.block(unit)?;
     let size = b.size.load(Relaxed);
     if b.state.load(Relaxed) != FREE || size < units {
-        return Err(corrupt!("free list holds block {unit} that is not free or too small"));
+        return Err(corrupt!(
+            "free list holds block {unit} that is not free or too small"
+        ));
     }
     unlink_free(m, unit)?;
     b.state.store(WRITING, Relaxed);
@@ -221,17 +319,21 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         let nb = m.block(n)?;
         if nb.state.load(Relaxed) == FREE {
             unlink_free(m, n)?;
-            b.size.store(b.size.load(Relaxed) + nb.size.load(Relaxed), Relaxed);
+            b.size
+                .store(b.size.load(Relaxed) + nb.size.load(Relaxed), Relaxed);
         }
     }
     // Merge into the previous block.
     let ps = b.prev_size.load(Relaxed);
     if ps != 0 {
-        let p = unit.checked_sub(ps).ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
+        let p = unit
+            .checked_sub(ps)
+            .ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
         let pb = m.block(p)?;
         if pb.state.load(Relaxed) == FREE {
             unlink_free(m, p)?;
-            pb.size.store(pb.size.load(Relaxed) + b.size.load(Relaxed), Relaxed);
+            pb.size
+                .store(pb.size.load(Relaxed) + b.size.load(Relaxed), Relaxed);
             unit = p;
             b = pb;
         }
@@ -245,7 +347,8 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             // The last block: back to the wilderness.
             h.top.store(unit as u64 * UNIT, Relaxed);
             let prev = b.prev_size.load(Relaxed);
-            h.last_units.store(if unit == 0 { 0 } else { prev }, Relaxed);
+            h.last_units
+                .store(if unit == 0 { 0 } else { prev }, Relaxed);
             Ok(())
         }
     }

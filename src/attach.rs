@@ -57,7 +57,13 @@ fn prune(m: &Mapping) {
 /// the dead ones.
 pub fn live(m: &Mapping) -> Vec<u32> {
     prune(m);
-    let mut pids: Vec<u32> = m.header().attach.iter().map(|s| s.pid.load(Relaxed)).filter(|&p| p != 0).collect();
+    let mut pids: Vec<u32> = m
+        .header()
+        .attach
+        .iter()
+        .map(|s| s.pid.load(Relaxed))
+        .filter(|&p| p != 0)
+        .collect();
     pids.sort_unstable();
     pids
 }

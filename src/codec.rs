@@ -36,7 +36,11 @@ macro_rules! decode_limited {
 
 fn whole<T>(len: usize) -> impl FnOnce((T, usize)) -> Result<T, String> {
     move |(value, used)| {
-        if used == len { Ok(value) } else { Err(format!("{} bytes left over after the value", len - used)) }
+        if used == len {
+            Ok(value)
+        } else {
+            Err(format!("{} bytes left over after the value", len - used))
+        }
     }
 }
 
@@ -48,7 +52,16 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-        decode_limited!(bytes, 1024, 65536, 1048576, 16777216, 268435456, 4294967296, 68719476736)
+        decode_limited!(
+            bytes,
+            1024,
+            65536,
+            1048576,
+            16777216,
+            268435456,
+            4294967296,
+            68719476736
+        )
     }
 }
 
@@ -87,6 +100,10 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        assert!(Bincode::encode(&Bad, &mut out).unwrap_err().contains("cannot serialize Bad"));
+        assert!(
+            Bincode::encode(&Bad, &mut out)
+                .unwrap_err()
+                .contains("cannot serialize Bad")
+        );
     }
 }

@@ -21,7 +21,12 @@ pub enum Error {
     #[error(
         "value of {value_len} bytes (key {key_len} bytes) needs {needed} bytes but the store's capacity is {capacity} bytes; create the store with a larger capacity"
     )]
-    ValueTooLarge { key_len: usize, value_len: usize, needed: u64, capacity: u64 },
+    ValueTooLarge {
+        key_len: usize,
+        value_len: usize,
+        needed: u64,
+        capacity: u64,
+    },
 
     /// An option is out of its range.
     #[error("invalid option {option}: {why}")]
@@ -32,7 +37,9 @@ pub enum Error {
     Encode(String),
 
     /// Deserializing a stored value failed (wrong type asked for, or a corrupt value).
-    #[error("could not deserialize the value under key {key:?}: {why}; read it with the type it was stored as")]
+    #[error(
+        "could not deserialize the value under key {key:?}: {why}; read it with the type it was stored as"
+    )]
     Decode { key: String, why: String },
 
     /// No store exists under that name.
@@ -44,14 +51,20 @@ pub enum Error {
     AlreadyExists(String),
 
     /// The segment under that name is not a shmstore store.
-    #[error("{name:?} is not a shmstore store ({why}); choose another name, or remove it with Store::destroy if it is stale")]
+    #[error(
+        "{name:?} is not a shmstore store ({why}); choose another name, or remove it with Store::destroy if it is stale"
+    )]
     Foreign { name: String, why: String },
 
     /// The store was made by an incompatible version of shmstore.
     #[error(
         "store {name:?} has layout version {found}, this build reads version {expected}; use a matching shmstore version, or destroy and re-create the store"
     )]
-    Incompatible { name: String, found: u32, expected: u32 },
+    Incompatible {
+        name: String,
+        found: u32,
+        expected: u32,
+    },
 
     /// The creator did not finish making the store in time (it may have died while creating it).
     #[error(
@@ -66,11 +79,15 @@ pub enum Error {
     Timeout { name: String, waited: Duration },
 
     /// A closure passed to `get_with` called back into the same store.
-    #[error("the store was used again from inside a get_with closure, which holds its lock; copy the bytes out first")]
+    #[error(
+        "the store was used again from inside a get_with closure, which holds its lock; copy the bytes out first"
+    )]
     Reentrant,
 
     /// The segment's bytes break an invariant.
-    #[error("store {name:?} is corrupt: {why}; run `shmstore check`, then destroy and re-create the store")]
+    #[error(
+        "store {name:?} is corrupt: {why}; run `shmstore check`, then destroy and re-create the store"
+    )]
     Corrupt { name: String, why: String },
 
     /// An operating-system call failed.
@@ -92,7 +109,10 @@ pub(crate) struct Corruption(pub String);
 
 impl Corruption {
     pub(crate) fn named(self, name: &str) -> Error {
-        Error::Corrupt { name: name.to_owned(), why: self.0 }
+        Error::Corrupt {
+            name: name.to_owned(),
+            why: self.0,
+        }
     }
 }
 

@@ -68,11 +68,35 @@ pub fn find(l: &Locked, key: &[u8], hash: u64) -> Result<Option<Found>, Corrupti
             return Ok(None);
         }
         if s != TOMBSTONE && tag_matches(s, hash) && block_has_key(l, unit_of(s), key)? {
-            return Ok(Some(Found { slot: i & (slots - 1), unit: unit_of(s) }));
+            return Ok(Some(Found {
+                slot: i & (slots - 1),
+                unit: unit_of(s),
+            }));
         }
         i = i.wrapping_add(1);
     }
     Ok(None)
+}
+
+/// Finds the entry that points at block `unit`, by hash alone: for a block whose bytes are
+/// being moved and cannot be read.
+pub fn find_unit(m: &Mapping, hash: u64, unit: u32) -> Option<Found> {
+    let slots = m.geo().index_slots;
+    let mut i = hash;
+    for _ in 0..slots {
+        let s = m.slot(i).load(Relaxed);
+        if s == EMPTY {
+            return None;
+        }
+        if s == pack(hash, unit) {
+            return Some(Found {
+                slot: i & (slots - 1),
+                unit,
+            });
+        }
+        i = i.wrapping_add(1);
+    }
+    None
 }
 
 /// Adds an entry for a key known to be absent. Fails only if the table has no free slot,
@@ -155,16 +179,27 @@ pub fn validate(l: &Locked) -> Result<u64, Corruption> {
                 let unit = unit_of(s);
                 let b = l.block(unit)?;
                 if b.state.load(Relaxed) != LIVE {
-                    return Err(corrupt!("index slot {i} points at block {unit}, which is not live"));
+                    return Err(corrupt!(
+                        "index slot {i} points at block {unit}, which is not live"
+                    ));
                 }
-                let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+                let key = l.bytes(
+                    unit as u64 * UNIT + BLOCK_HEADER,
+                    b.key_len.load(Relaxed) as usize,
+                )?;
                 let hash = self::hash(l, key);
                 if !tag_matches(s, hash) {
-                    return Err(corrupt!("index slot {i}: tag does not match the key's hash"));
+                    return Err(corrupt!(
+                        "index slot {i}: tag does not match the key's hash"
+                    ));
                 }
                 match find(l, key, hash)? {
                     Some(f) if f.slot == i => {}
-                    _ => return Err(corrupt!("index slot {i}: its key is not found by a probe from its hash")),
+                    _ => {
+                        return Err(corrupt!(
+                            "index slot {i}: its key is not found by a probe from its hash"
+                        ));
+                    }
                 }
                 live += 1;
             }

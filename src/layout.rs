@@ -108,6 +108,8 @@ pub struct Header {
     pub objects: AtomicU64,
     pub used_bytes: AtomicU64,
     pub value_bytes: AtomicU64,
+    /// The slide journal (compact.rs): a block being moved over the free block before it.
+    pub slide: SlideJournal,
     pub free_bitmap: [AtomicU64; BINS / 64],
     pub free_heads: [AtomicU32; BINS],
     // counters (atomic increments; read without the lock)
@@ -124,6 +126,24 @@ pub struct Header {
     // open handles
     pub attach: [AttachSlot; ATTACH_SLOTS],
 }
+
+/// An intent record for a slide, the one mutation whose copy overwrites its own source.
+#[repr(C)]
+pub struct SlideJournal {
+    /// `SLIDING` while a slide is under way, 0 otherwise.
+    pub state: AtomicU32,
+    pub _pad: AtomicU32,
+    /// The block being moved, in units.
+    pub src: AtomicU64,
+    /// Where it goes (the free block before it), in units.
+    pub dst: AtomicU64,
+    /// Bytes to copy: the whole block, header included.
+    pub len: AtomicU64,
+    /// Bytes copied so far (a multiple of the chunk size `(src - dst) * UNIT`).
+    pub done: AtomicU64,
+}
+
+pub const SLIDING: u32 = 0x534C_4944; // "SLID"
 
 /// The header of every arena block, free or live. Key bytes follow it, then value bytes.
 #[repr(C)]
@@ -180,10 +200,18 @@ impl Geometry {
             return None;
         }
         // Live entries stay at or under 3/4 of the slots.
-        let index_slots = (max_objects.max(48) * 4).div_ceil(3).checked_next_power_of_two()?;
+        let index_slots = (max_objects.max(48) * 4)
+            .div_ceil(3)
+            .checked_next_power_of_two()?;
         let index_off = HEADER_SIZE;
         let arena_off = round_up(index_off + index_slots * 8, PAGE);
-        Some(Geometry { total_len: arena_off + arena_len, index_off, index_slots, arena_off, arena_len })
+        Some(Geometry {
+            total_len: arena_off + arena_len,
+            index_off,
+            index_slots,
+            arena_off,
+            arena_len,
+        })
     }
 
     /// Reads and checks the geometry a header claims, against the segment's real size.
@@ -197,9 +225,15 @@ impl Geometry {
             arena_len: h.arena_len.load(Relaxed),
         };
         if g.total_len != file_len {
-            return Err(corrupt!("header says {} bytes but the segment has {file_len}", g.total_len));
+            return Err(corrupt!(
+                "header says {} bytes but the segment has {file_len}",
+                g.total_len
+            ));
         }
-        let index_end = g.index_slots.checked_mul(8).and_then(|b| b.checked_add(g.index_off));
+        let index_end = g
+            .index_slots
+            .checked_mul(8)
+            .and_then(|b| b.checked_add(g.index_off));
         let ok = g.index_off == HEADER_SIZE
             && g.index_slots.is_power_of_two()
             && index_end.is_some_and(|end| end <= g.arena_off)

@@ -36,6 +36,7 @@
 mod arena;
 mod attach;
 mod codec;
+mod compact;
 mod error;
 mod index;
 mod layout;

@@ -69,7 +69,10 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         // done by the next holder.
         h.recovering.store(1, Relaxed);
     }
-    let guard = Locked { m, inconsistent: Cell::new(acquired == Acquired::OwnerDied) };
+    let guard = Locked {
+        m,
+        inconsistent: Cell::new(acquired == Acquired::OwnerDied),
+    };
     Ok((guard, acquired))
 }
 

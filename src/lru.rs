@@ -30,7 +30,9 @@ pub fn unlink(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let (prev, next) = (b.prev.load(Relaxed), b.next.load(Relaxed));
     if prev == NIL {
         if h.lru_head.load(Relaxed) != unit {
-            return Err(corrupt!("LRU: block {unit} has no predecessor but is not the head"));
+            return Err(corrupt!(
+                "LRU: block {unit} has no predecessor but is not the head"
+            ));
         }
         h.lru_head.store(next, Relaxed);
     } else {
@@ -38,11 +40,40 @@ pub fn unlink(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     }
     if next == NIL {
         if h.lru_tail.load(Relaxed) != unit {
-            return Err(corrupt!("LRU: block {unit} has no successor but is not the tail"));
+            return Err(corrupt!(
+                "LRU: block {unit} has no successor but is not the tail"
+            ));
         }
         h.lru_tail.store(prev, Relaxed);
     } else {
         m.block(next)?.prev.store(prev, Relaxed);
+    }
+    Ok(())
+}
+
+/// Puts block `new` in the list where block `old` is, taking `old` out.
+pub fn replace(m: &Mapping, old: u32, new: u32) -> Result<(), Corruption> {
+    let (o, n) = (m.block(old)?, m.block(new)?);
+    n.prev.store(o.prev.load(Relaxed), Relaxed);
+    n.next.store(o.next.load(Relaxed), Relaxed);
+    relink(m, new)
+}
+
+/// Points the neighbours named by block `new`'s own links (or the head and tail) at it: for a
+/// block whose header, links included, was copied to a new place.
+pub fn relink(m: &Mapping, new: u32) -> Result<(), Corruption> {
+    let h = m.header();
+    let n = m.block(new)?;
+    let (prev, next) = (n.prev.load(Relaxed), n.next.load(Relaxed));
+    if prev == NIL {
+        h.lru_head.store(new, Relaxed);
+    } else {
+        m.block(prev)?.next.store(new, Relaxed);
+    }
+    if next == NIL {
+        h.lru_tail.store(new, Relaxed);
+    } else {
+        m.block(next)?.prev.store(new, Relaxed);
     }
     Ok(())
 }
@@ -70,14 +101,20 @@ pub fn victim(m: &Mapping, skip: Option<u32>) -> Result<Option<u32>, Corruption>
 }
 
 /// Walks the list from the head, at most `limit` steps, checking back links.
-pub fn walk(m: &Mapping, limit: u64, mut each: impl FnMut(u32) -> Result<(), Corruption>) -> Result<u64, Corruption> {
+pub fn walk(
+    m: &Mapping,
+    limit: u64,
+    mut each: impl FnMut(u32) -> Result<(), Corruption>,
+) -> Result<u64, Corruption> {
     let h = m.header();
     let mut prev = NIL;
     let mut cur = h.lru_head.load(Relaxed);
     let mut n = 0u64;
     while cur != NIL {
         if n >= limit {
-            return Err(corrupt!("LRU list is longer than the {limit} objects counted (a cycle?)"));
+            return Err(corrupt!(
+                "LRU list is longer than the {limit} objects counted (a cycle?)"
+            ));
         }
         let b = m.block(cur)?;
         if b.prev.load(Relaxed) != prev {

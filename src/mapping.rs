@@ -70,7 +70,9 @@ impl Mapping {
     fn arena_range(&self, off: u64, len: usize) -> Result<usize, Corruption> {
         match off.checked_add(len as u64) {
             Some(end) if end <= self.geo.arena_len => Ok((self.geo.arena_off + off) as usize),
-            _ => Err(corrupt!("{len} bytes at arena offset {off} reach past the arena")),
+            _ => Err(corrupt!(
+                "{len} bytes at arena offset {off} reach past the arena"
+            )),
         }
     }
 
@@ -80,6 +82,16 @@ impl Mapping {
         // SAFETY: the range lies inside the mapping (checked); `data` is a Rust slice, which
         // cannot overlap the shared mapping's bytes being written under the store lock.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr().add(at), data.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` arena bytes from byte offset `from` to byte offset `to` (the ranges may
+    /// overlap).
+    pub fn copy_within(&self, from: u64, to: u64, len: usize) -> Result<(), Corruption> {
+        let src = self.arena_range(from, len)?;
+        let dst = self.arena_range(to, len)?;
+        // SAFETY: both ranges lie inside the mapping (checked); `ptr::copy` allows overlap.
+        unsafe { std::ptr::copy(self.map.ptr().add(src), self.map.ptr().add(dst), len) };
         Ok(())
     }
 

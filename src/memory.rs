@@ -75,19 +75,30 @@ impl MemorySampler {
             return 0;
         }
         let total = self.total.load(Relaxed);
-        let available = self.available.load(Relaxed).saturating_sub(self.drift.load(Relaxed));
+        let available = self
+            .available
+            .load(Relaxed)
+            .saturating_sub(self.drift.load(Relaxed));
         let want = (total as f64 * min_free) as u64;
         want.saturating_sub(available)
     }
 
     /// Credits bytes freed (evicted or removed) through this handle.
     pub fn freed(&self, bytes: u64) {
-        let _ = self.drift.fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(bytes)));
+        let _ = self
+            .drift
+            .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(bytes)));
     }
 
     fn refresh(&self, only_if_stale: bool) {
-        let Ok(mut guard) = self.sample.lock() else { return };
-        if only_if_stale && guard.as_ref().is_some_and(|s| s.at.elapsed() < REFRESH_EVERY) {
+        let Ok(mut guard) = self.sample.lock() else {
+            return;
+        };
+        if only_if_stale
+            && guard
+                .as_ref()
+                .is_some_and(|s| s.at.elapsed() < REFRESH_EVERY)
+        {
             return;
         }
         if guard.is_none() {
@@ -95,7 +106,12 @@ impl MemorySampler {
                 self.unavailable.store(true, Relaxed);
                 return;
             };
-            *guard = Some(Sample { sys, at: Instant::now(), available: 0, total: 0 });
+            *guard = Some(Sample {
+                sys,
+                at: Instant::now(),
+                available: 0,
+                total: 0,
+            });
         }
         let Some(s) = guard.as_mut() else { return };
         (s.available, s.total) = read(&mut s.sys);

@@ -47,7 +47,10 @@ impl FromStr for PutPolicy {
         match s {
             "rotate" => Ok(PutPolicy::Rotate),
             "strict" => Ok(PutPolicy::Strict),
-            _ => Err(Error::InvalidOption { option: "put_policy", why: format!("{s:?}; use \"rotate\" or \"strict\"") }),
+            _ => Err(Error::InvalidOption {
+                option: "put_policy",
+                why: format!("{s:?}; use \"rotate\" or \"strict\""),
+            }),
         }
     }
 }
@@ -128,23 +131,46 @@ impl Options {
     pub(crate) fn geometry(&self) -> Result<Geometry> {
         let bad = |option, why: String| Err(Error::InvalidOption { option, why });
         if self.capacity == 0 {
-            return bad("capacity", "it is 0; give the store some bytes, e.g. 64 << 20".into());
+            return bad(
+                "capacity",
+                "it is 0; give the store some bytes, e.g. 64 << 20".into(),
+            );
         }
         if self.capacity > MAX_ARENA {
-            return bad("capacity", format!("{} bytes is more than the largest store, {MAX_ARENA} bytes", self.capacity));
+            return bad(
+                "capacity",
+                format!(
+                    "{} bytes is more than the largest store, {MAX_ARENA} bytes",
+                    self.capacity
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.min_free_mem_pct) {
-            return bad("min_free_mem_pct", format!("{} is outside 0..=1; it is a fraction, e.g. 0.2", self.min_free_mem_pct));
+            return bad(
+                "min_free_mem_pct",
+                format!(
+                    "{} is outside 0..=1; it is a fraction, e.g. 0.2",
+                    self.min_free_mem_pct
+                ),
+            );
         }
         if self.lock_timeout.is_zero() {
-            return bad("lock_timeout", "it is zero; give at least a millisecond".into());
+            return bad(
+                "lock_timeout",
+                "it is zero; give at least a millisecond".into(),
+            );
         }
         let max_objects = self.max_objects.unwrap_or(self.capacity / 256);
         if max_objects == 0 || max_objects > u32::MAX as u64 {
-            return bad("max_objects", format!("{max_objects} is outside 1..={}", u32::MAX));
+            return bad(
+                "max_objects",
+                format!("{max_objects} is outside 1..={}", u32::MAX),
+            );
         }
-        Geometry::new(self.capacity, max_objects)
-            .ok_or_else(|| Error::InvalidOption { option: "capacity", why: "the index would be too large".into() })
+        Geometry::new(self.capacity, max_objects).ok_or_else(|| Error::InvalidOption {
+            option: "capacity",
+            why: "the index would be too large".into(),
+        })
     }
 }
 
@@ -165,7 +191,10 @@ mod tests {
             d.capacity(MAX_ARENA + 1),
             d.max_objects(0),
         ] {
-            assert!(matches!(bad.geometry(), Err(Error::InvalidOption { .. })), "{bad:?}");
+            assert!(
+                matches!(bad.geometry(), Err(Error::InvalidOption { .. })),
+                "{bad:?}"
+            );
         }
     }
 

@@ -10,7 +10,11 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 /// Creates a new shared-memory object; fails with `AlreadyExists` if the name is taken.
@@ -18,7 +22,11 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 pub fn shm_create(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: `path` is a valid NUL-terminated string; the flags and mode are plain integers.
     let fd = check(unsafe {
-        libc::shm_open(path.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, mode)
+        libc::shm_open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+            mode,
+        )
     })?;
     // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -43,7 +51,8 @@ pub fn shm_unlink(path: &CStr) -> io::Result<()> {
 
 /// Sets the object's size (sparse: no memory is committed).
 pub fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `fd` is open; `len` is a plain integer.
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(|_| ())
 }
@@ -58,14 +67,17 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` is a valid out-pointer.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(FileInfo { size: st.st_size as u64 })
+    Ok(FileInfo {
+        size: st.st_size as u64,
+    })
 }
 
 /// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when
 /// the file system (for /dev/shm, its size limit) is full.
 pub fn fallocate(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
     // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
-    check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) }).map(|_| ())
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) })
+        .map(|_| ())
 }
 
 /// A shared read-write mapping of a whole object, unmapped on drop.
@@ -96,7 +108,8 @@ impl Map {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Map { ptr, len })
     }
 
@@ -144,7 +157,10 @@ pub fn realtime_ns() -> u64 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -202,7 +218,8 @@ pub unsafe fn mutex_trylock(m: *mut libc::pthread_mutex_t) -> i32 {
 /// # Safety
 /// As for [`mutex_trylock`].
 pub unsafe fn mutex_lock_for(m: *mut libc::pthread_mutex_t, timeout: Duration) -> i32 {
-    let deadline = monotonic_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let deadline =
+        monotonic_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
     let ts = libc::timespec {
         tv_sec: (deadline / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
         tv_nsec: (deadline % 1_000_000_000) as libc::c_long,

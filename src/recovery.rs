@@ -39,7 +39,9 @@ fn scan(m: &Mapping) -> Result<Vec<Scanned>, Corruption> {
     let h = m.header();
     let top = h.top.load(Relaxed);
     if top % UNIT != 0 || top > m.geo().arena_len {
-        return Err(corrupt!("arena top {top} is not a unit boundary inside the arena"));
+        return Err(corrupt!(
+            "arena top {top} is not a unit boundary inside the arena"
+        ));
     }
     let top_units = top / UNIT;
     let mut out = Vec::new();
@@ -48,9 +50,15 @@ fn scan(m: &Mapping) -> Result<Vec<Scanned>, Corruption> {
         let b = m.block(unit as u32)?;
         let size = b.size.load(Relaxed);
         if size < MIN_BLOCK_UNITS || unit + size as u64 > top_units {
-            return Err(corrupt!("block {unit} has size {size}, which does not fit the arena"));
+            return Err(corrupt!(
+                "block {unit} has size {size}, which does not fit the arena"
+            ));
         }
-        out.push(Scanned { unit: unit as u32, size, state: b.state.load(Relaxed) });
+        out.push(Scanned {
+            unit: unit as u32,
+            size,
+            state: b.state.load(Relaxed),
+        });
         unit += size as u64;
     }
     Ok(out)
@@ -61,8 +69,11 @@ fn live_key<'l>(l: &'l Locked, s: &Scanned) -> Result<Option<&'l [u8]>, Corrupti
     let b = l.block(s.unit)?;
     let key_len = b.key_len.load(Relaxed) as u64;
     let val_len = b.val_len.load(Relaxed);
-    let fits = BLOCK_HEADER.checked_add(key_len).and_then(|x| x.checked_add(val_len));
-    if key_len == 0 || key_len > MAX_KEY_LEN as u64 || fits.is_none_or(|n| n > s.size as u64 * UNIT) {
+    let fits = BLOCK_HEADER
+        .checked_add(key_len)
+        .and_then(|x| x.checked_add(val_len));
+    if key_len == 0 || key_len > MAX_KEY_LEN as u64 || fits.is_none_or(|n| n > s.size as u64 * UNIT)
+    {
         return Ok(None);
     }
     let key = l.bytes(s.unit as u64 * UNIT + BLOCK_HEADER, key_len as usize)?;
@@ -74,6 +85,7 @@ fn live_key<'l>(l: &'l Locked, s: &Scanned) -> Result<Option<&'l [u8]>, Corrupti
 pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     let h = l.header();
     let mut report = Rebuilt::default();
+    crate::compact::finish_slide(l)?;
     let blocks = scan(l)?;
 
     // Index: every sensible live block; of two with one key, the later put wins.
@@ -149,7 +161,8 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
         }
         i = j;
     }
-    h.last_units.store(if top == 0 { 0 } else { prev_size }, Relaxed);
+    h.last_units
+        .store(if top == 0 { 0 } else { prev_size }, Relaxed);
     if h.committed.load(Relaxed) < top {
         h.committed.store(0, Relaxed);
         if !arena::commit(l, top)? {
@@ -209,8 +222,16 @@ pub struct Checked {
 pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
     let h = l.header();
     let top = h.top.load(Relaxed);
+    if h.slide.state.load(Relaxed) != 0 {
+        return Err(corrupt!(
+            "a slide is recorded as under way while the store is at rest"
+        ));
+    }
     if h.committed.load(Relaxed) < top || h.committed.load(Relaxed) > l.geo().arena_len {
-        return Err(corrupt!("committed bytes {} do not cover top {top}", h.committed.load(Relaxed)));
+        return Err(corrupt!(
+            "committed bytes {} do not cover top {top}",
+            h.committed.load(Relaxed)
+        ));
     }
     let blocks = scan(l)?;
     let mut c = Checked::default();
@@ -218,12 +239,19 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
     for s in &blocks {
         let b = l.block(s.unit)?;
         if b.prev_size.load(Relaxed) != prev_size {
-            return Err(corrupt!("block {} records previous size {}, not {prev_size}", s.unit, b.prev_size.load(Relaxed)));
+            return Err(corrupt!(
+                "block {} records previous size {}, not {prev_size}",
+                s.unit,
+                b.prev_size.load(Relaxed)
+            ));
         }
         match s.state {
             LIVE => {
                 if live_key(l, s)?.is_none() {
-                    return Err(corrupt!("live block {} has impossible lengths or a non-UTF-8 key", s.unit));
+                    return Err(corrupt!(
+                        "live block {} has impossible lengths or a non-UTF-8 key",
+                        s.unit
+                    ));
                 }
                 c.objects += 1;
                 used += s.size as u64 * UNIT;
@@ -244,10 +272,15 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
         prev_size = s.size;
     }
     if prev_free {
-        return Err(corrupt!("the last block is free but was not given back to the wilderness"));
+        return Err(corrupt!(
+            "the last block is free but was not given back to the wilderness"
+        ));
     }
     if h.last_units.load(Relaxed) != prev_size {
-        return Err(corrupt!("last block size is recorded as {}, not {prev_size}", h.last_units.load(Relaxed)));
+        return Err(corrupt!(
+            "last block size is recorded as {}, not {prev_size}",
+            h.last_units.load(Relaxed)
+        ));
     }
     // Free lists hold exactly the free blocks, each in its own list.
     let mut listed = 0u64;
@@ -261,10 +294,15 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
         while cur != NIL {
             listed += 1;
             if listed > c.free_blocks {
-                return Err(corrupt!("free lists hold more blocks than the arena has free (a cycle?)"));
+                return Err(corrupt!(
+                    "free lists hold more blocks than the arena has free (a cycle?)"
+                ));
             }
             let b = l.block(cur)?;
-            if b.state.load(Relaxed) != FREE || arena::bin_of(b.size.load(Relaxed)) != bin || b.prev.load(Relaxed) != prev {
+            if b.state.load(Relaxed) != FREE
+                || arena::bin_of(b.size.load(Relaxed)) != bin
+                || b.prev.load(Relaxed) != prev
+            {
                 return Err(corrupt!("free list {bin} holds block {cur} wrongly"));
             }
             prev = cur;
@@ -272,7 +310,10 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
         }
     }
     if listed != c.free_blocks {
-        return Err(corrupt!("free lists hold {listed} blocks, the arena has {} free", c.free_blocks));
+        return Err(corrupt!(
+            "free lists hold {listed} blocks, the arena has {} free",
+            c.free_blocks
+        ));
     }
     // LRU list: every live block once, most recent first.
     let mut last_stamp = u64::MAX;
@@ -289,13 +330,22 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
         Ok(())
     })?;
     if on_list != c.objects {
-        return Err(corrupt!("LRU list holds {on_list} blocks, the arena {} live ones", c.objects));
+        return Err(corrupt!(
+            "LRU list holds {on_list} blocks, the arena {} live ones",
+            c.objects
+        ));
     }
     let indexed = index::validate(l)?;
     if indexed != c.objects {
-        return Err(corrupt!("index holds {indexed} entries, the arena {} live blocks", c.objects));
+        return Err(corrupt!(
+            "index holds {indexed} entries, the arena {} live blocks",
+            c.objects
+        ));
     }
-    if h.objects.load(Relaxed) != c.objects || h.used_bytes.load(Relaxed) != used || h.value_bytes.load(Relaxed) != values {
+    if h.objects.load(Relaxed) != c.objects
+        || h.used_bytes.load(Relaxed) != used
+        || h.value_bytes.load(Relaxed) != values
+    {
         return Err(corrupt!(
             "counters say {} objects / {} bytes / {} value bytes, the arena holds {} / {used} / {values}",
             h.objects.load(Relaxed),

@@ -19,7 +19,12 @@ pub const OPEN_WAIT: Duration = Duration::from_secs(3);
 
 /// Checks a store name and returns the path to give `shm_open`.
 pub fn shm_path(name: &str) -> Result<CString> {
-    let bad = |why| Err(Error::InvalidName { name: name.to_owned(), why });
+    let bad = |why| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            why,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -36,12 +41,21 @@ pub fn shm_path(name: &str) -> Result<CString> {
 }
 
 fn os_err(op: &'static str, name: &str, source: io::Error) -> Error {
-    Error::Os { op, name: name.to_owned(), source }
+    Error::Os {
+        op,
+        name: name.to_owned(),
+        source,
+    }
 }
 
 /// Creates the segment, lets `init` fill the header, then publishes it by writing `ready`.
 /// On any failure the name is removed again.
-pub fn create(name: &str, geo: Geometry, mode: u32, init: impl FnOnce(&Mapping) -> Result<()>) -> Result<Mapping> {
+pub fn create(
+    name: &str,
+    geo: Geometry,
+    mode: u32,
+    init: impl FnOnce(&Mapping) -> Result<()>,
+) -> Result<Mapping> {
     let path = shm_path(name)?;
     let fd = os::shm_create(&path, mode).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.to_owned()),
@@ -51,7 +65,8 @@ pub fn create(name: &str, geo: Geometry, mode: u32, init: impl FnOnce(&Mapping) 
         os::ftruncate(&fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
         // Header and index are written at random places from the start: back them now, so
         // that a full /dev/shm is an error here and never a SIGBUS later.
-        os::fallocate(&fd, 0, geo.arena_off).map_err(|e| os_err("fallocate (reserving header and index)", name, e))?;
+        os::fallocate(&fd, 0, geo.arena_off)
+            .map_err(|e| os_err("fallocate (reserving header and index)", name, e))?;
         let map = os::Map::new(&fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
         let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
         let m = Mapping::new(map, fd2, geo);
@@ -92,22 +107,35 @@ pub fn open(name: &str) -> Result<Mapping> {
             let h = Mapping::header_of(&map).expect("mapped at least a header");
             let magic = h.magic.load(Relaxed);
             if magic != 0 && magic != MAGIC {
-                return Err(Error::Foreign { name: name.to_owned(), why: "its first bytes are not shmstore's magic".into() });
+                return Err(Error::Foreign {
+                    name: name.to_owned(),
+                    why: "its first bytes are not shmstore's magic".into(),
+                });
             }
             if magic == MAGIC && h.ready.load(Acquire) == READY {
                 let version = h.version.load(Relaxed);
                 if version != LAYOUT_VERSION {
-                    return Err(Error::Incompatible { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
+                    return Err(Error::Incompatible {
+                        name: name.to_owned(),
+                        found: version,
+                        expected: LAYOUT_VERSION,
+                    });
                 }
                 let geo = Geometry::from_header(h, info.size).map_err(|c| c.named(name))?;
                 let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
                 return Ok(Mapping::new(map, fd2, geo));
             }
         } else if info.size > 0 {
-            return Err(Error::Foreign { name: name.to_owned(), why: format!("it is only {} bytes long", info.size) });
+            return Err(Error::Foreign {
+                name: name.to_owned(),
+                why: format!("it is only {} bytes long", info.size),
+            });
         }
         if start.elapsed() >= OPEN_WAIT {
-            return Err(Error::NotReady { name: name.to_owned(), waited: start.elapsed() });
+            return Err(Error::NotReady {
+                name: name.to_owned(),
+                waited: start.elapsed(),
+            });
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -144,7 +172,10 @@ mod tests {
         assert!(matches!(shm_path(""), Err(Error::InvalidName { .. })));
         assert!(matches!(shm_path("a/b"), Err(Error::InvalidName { .. })));
         assert!(matches!(shm_path("a\0b"), Err(Error::InvalidName { .. })));
-        assert!(matches!(shm_path(&"x".repeat(MAX_NAME_LEN + 1)), Err(Error::InvalidName { .. })));
+        assert!(matches!(
+            shm_path(&"x".repeat(MAX_NAME_LEN + 1)),
+            Err(Error::InvalidName { .. })
+        ));
         assert!(shm_path(&"x".repeat(MAX_NAME_LEN)).is_ok());
     }
 }

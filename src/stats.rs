@@ -94,7 +94,11 @@ impl Stats {
     /// Hits over all gets (0 when there were none).
     pub fn hit_ratio(&self) -> f64 {
         let gets = self.hits + self.misses;
-        if gets == 0 { 0.0 } else { self.hits as f64 / gets as f64 }
+        if gets == 0 {
+            0.0
+        } else {
+            self.hits as f64 / gets as f64
+        }
     }
 }
 
@@ -111,6 +115,11 @@ pub struct CheckReport {
 
 impl From<Checked> for CheckReport {
     fn from(c: Checked) -> CheckReport {
-        CheckReport { objects: c.objects, free_blocks: c.free_blocks, free_bytes: c.free_bytes, largest_free: c.largest_free }
+        CheckReport {
+            objects: c.objects,
+            free_blocks: c.free_blocks,
+            free_bytes: c.free_bytes,
+            largest_free: c.largest_free,
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::options::{Options, PutPolicy};
 use crate::recovery;
 use crate::segment;
 use crate::stats::Stats;
-use crate::{arena, attach, lru};
+use crate::{arena, attach, compact, lru};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -65,7 +65,10 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("name", &self.inner.name).field("options", &self.inner.options).finish()
+        f.debug_struct("Store")
+            .field("name", &self.inner.name)
+            .field("options", &self.inner.options)
+            .finish()
     }
 }
 
@@ -99,8 +102,12 @@ impl Store {
             h.seed[0].store(seed[0], Relaxed);
             h.seed[1].store(seed[1], Relaxed);
             h.capacity.store(options.capacity, Relaxed);
-            h.min_free_bits.store(options.min_free_mem_pct.to_bits(), Relaxed);
-            h.lock_timeout_ns.store(options.lock_timeout.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+            h.min_free_bits
+                .store(options.min_free_mem_pct.to_bits(), Relaxed);
+            h.lock_timeout_ns.store(
+                options.lock_timeout.as_nanos().min(u64::MAX as u128) as u64,
+                Relaxed,
+            );
             h.put_policy.store(options.put_policy.to_raw(), Relaxed);
             h.mode.store(options.mode, Relaxed);
             h.creator_pid.store(crate::os::pid(), Relaxed);
@@ -126,11 +133,15 @@ impl Store {
     pub fn open(name: &str) -> Result<Store> {
         let m = segment::open(name)?;
         let h = m.header();
-        let corrupt = |why: &str| Error::Corrupt { name: name.to_owned(), why: why.to_owned() };
+        let corrupt = |why: &str| Error::Corrupt {
+            name: name.to_owned(),
+            why: why.to_owned(),
+        };
         let options = Options {
             capacity: h.capacity.load(Relaxed),
             min_free_mem_pct: f64::from_bits(h.min_free_bits.load(Relaxed)),
-            put_policy: PutPolicy::from_raw(h.put_policy.load(Relaxed)).ok_or_else(|| corrupt("unknown put policy"))?,
+            put_policy: PutPolicy::from_raw(h.put_policy.load(Relaxed))
+                .ok_or_else(|| corrupt("unknown put policy"))?,
             lock_timeout: Duration::from_nanos(h.lock_timeout_ns.load(Relaxed)),
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
@@ -172,7 +183,9 @@ impl Store {
             attach_gen: AtomicU64::new(0),
         };
         inner.register();
-        Store { inner: Arc::new(inner) }
+        Store {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Pids of the live processes that have this store open, one entry per open handle
@@ -213,7 +226,10 @@ impl Store {
             }
             Err(LockError::Timeout) => {
                 h.lock_timeouts.fetch_add(1, Relaxed);
-                return Err(Error::Timeout { name: inner.name.clone(), waited: inner.options.lock_timeout });
+                return Err(Error::Timeout {
+                    name: inner.name.clone(),
+                    waited: inner.options.lock_timeout,
+                });
             }
             Err(LockError::Reentrant) => return Err(Error::Reentrant),
             Err(LockError::Os(code)) => {
@@ -271,7 +287,10 @@ impl Store {
                 capacity,
             });
         }
-        let short = self.inner.memory.shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
+        let short = self
+            .inner
+            .memory
+            .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
         let (stored, freed) = self.locked(|l| {
             let h = l.header();
@@ -306,6 +325,17 @@ impl Store {
                 if let Some(unit) = arena::alloc(l, units as u32)? {
                     break unit;
                 }
+                // Enough free bytes, but scattered: move objects rather than evict them.
+                let free = l.geo().arena_len - h.used_bytes.load(Relaxed);
+                if free >= units * UNIT {
+                    if let Some(region) = compact::make_room(l, units as u32)? {
+                        if let Some(unit) = arena::alloc_in(l, region, units as u32)? {
+                            // The object being replaced may have moved.
+                            old = index::find(l, key.as_bytes(), hash)?;
+                            break unit;
+                        }
+                    }
+                }
                 if strict {
                     return refuse(freed);
                 }
@@ -330,7 +360,8 @@ impl Store {
             lru::push_front(l, unit)?;
             h.objects.fetch_add(1, Relaxed);
             // The block may be a little larger than asked for (a remainder too small to split).
-            h.used_bytes.fetch_add(l.block(unit)?.size.load(Relaxed) as u64 * UNIT, Relaxed);
+            h.used_bytes
+                .fetch_add(l.block(unit)?.size.load(Relaxed) as u64 * UNIT, Relaxed);
             h.value_bytes.fetch_add(value.len() as u64, Relaxed);
             h.puts.fetch_add(1, Relaxed);
             if index::crowded(l) {
@@ -361,9 +392,10 @@ impl Store {
     pub fn get_as<C: Codec, T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.get_bytes(key)? {
             None => Ok(None),
-            Some(bytes) => {
-                C::decode(&bytes).map(Some).map_err(|why| Error::Decode { key: key.to_owned(), why })
-            }
+            Some(bytes) => C::decode(&bytes).map(Some).map_err(|why| Error::Decode {
+                key: key.to_owned(),
+                why,
+            }),
         }
     }
 
@@ -393,7 +425,8 @@ impl Store {
             lru::touch(l, found.unit)?;
             h.hits.fetch_add(1, Relaxed);
             let off = found.unit as u64 * UNIT + BLOCK_HEADER + key.len() as u64;
-            let len = usize::try_from(b.val_len.load(Relaxed)).map_err(|_| crate::error::corrupt!("value length"))?;
+            let len = usize::try_from(b.val_len.load(Relaxed))
+                .map_err(|_| crate::error::corrupt!("value length"))?;
             Ok(Some(f(l.bytes(off, len)?)))
         })
     }
@@ -403,14 +436,17 @@ impl Store {
     /// Whether `key` is there. Does not refresh recency.
     pub fn has(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        self.locked(|l| Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.is_some()))
+        self.locked(|l| {
+            Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.is_some())
+        })
     }
 
     /// Removes `key`; `Ok(false)` if it was not there.
     pub fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         let freed = self.locked(|l| {
-            let Some(found) = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))? else {
+            let Some(found) = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?
+            else {
                 return Ok(None);
             };
             let freed = unlink_entry(l, found)?;
@@ -434,8 +470,12 @@ impl Store {
             let mut keys = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
             lru::walk(l, l.header().objects.load(Relaxed), |unit| {
                 let b = l.block(unit)?;
-                let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
-                let key = std::str::from_utf8(key).map_err(|_| crate::error::corrupt!("key of block {unit} is not UTF-8"))?;
+                let key = l.bytes(
+                    unit as u64 * UNIT + BLOCK_HEADER,
+                    b.key_len.load(Relaxed) as usize,
+                )?;
+                let key = std::str::from_utf8(key)
+                    .map_err(|_| crate::error::corrupt!("key of block {unit} is not UTF-8"))?;
                 keys.push(key.to_owned());
                 Ok(())
             })?;
@@ -480,10 +520,15 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
 /// The index entry of live block `unit`.
 fn found_by_block(l: &Locked, unit: u32) -> Result<Found, Corruption> {
     let b = l.block(unit)?;
-    let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+    let key = l.bytes(
+        unit as u64 * UNIT + BLOCK_HEADER,
+        b.key_len.load(Relaxed) as usize,
+    )?;
     match index::find(l, key, index::hash(l, key))? {
         Some(f) if f.unit == unit => Ok(f),
-        _ => Err(crate::error::corrupt!("live block {unit} is not in the index")),
+        _ => Err(crate::error::corrupt!(
+            "live block {unit} is not in the index"
+        )),
     }
 }
 
@@ -514,7 +559,10 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
     let mut entries = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
     lru::walk(l, l.header().objects.load(Relaxed), |unit| {
         let b = l.block(unit)?;
-        let key = l.bytes(unit as u64 * UNIT + BLOCK_HEADER, b.key_len.load(Relaxed) as usize)?;
+        let key = l.bytes(
+            unit as u64 * UNIT + BLOCK_HEADER,
+            b.key_len.load(Relaxed) as usize,
+        )?;
         entries.push((index::hash(l, key), unit));
         Ok(())
     })?;

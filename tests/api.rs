@@ -34,8 +34,12 @@ fn put_get_has_remove_count_keys() {
 fn put_replaces() {
     let s = TempStore::new("replace", opts(1 << 20));
     s.put("k", &1u64).unwrap();
-    s.put("k", &"now a much longer string value".to_string()).unwrap();
-    assert_eq!(s.get::<String>("k").unwrap().unwrap(), "now a much longer string value");
+    s.put("k", &"now a much longer string value".to_string())
+        .unwrap();
+    assert_eq!(
+        s.get::<String>("k").unwrap().unwrap(),
+        "now a much longer string value"
+    );
     assert_eq!(s.count().unwrap(), 1);
     s.check().unwrap();
 }
@@ -66,7 +70,9 @@ fn get_with_closure_that_reenters_gets_an_error_not_a_deadlock() {
 fn panicking_get_with_closure_releases_the_lock() {
     let s = TempStore::new("panic", opts(1 << 20));
     s.put_bytes("k", b"v").unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.get_with("k", |_| panic!("boom"))));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.get_with("k", |_| panic!("boom"))
+    }));
     assert!(r.is_err());
     assert!(s.has("k").unwrap());
     s.check().unwrap();
@@ -87,7 +93,10 @@ fn stats_count_hits_misses_puts() {
     s.get::<u8>("b").unwrap();
     s.remove("a").unwrap();
     let st = s.stats().unwrap();
-    assert_eq!((st.puts, st.hits, st.misses, st.removes, st.objects), (1, 1, 1, 1, 0));
+    assert_eq!(
+        (st.puts, st.hits, st.misses, st.removes, st.objects),
+        (1, 1, 1, 1, 0)
+    );
     assert_eq!(st.capacity, 1 << 20);
     assert_eq!(st.hit_ratio(), 0.5);
 }
@@ -139,7 +148,12 @@ fn rotate_replaces_the_only_object_with_a_larger_one() {
 #[test]
 fn memory_threshold_refuses_in_strict_and_rotates_in_rotate() {
     // A threshold of 100% can never be met.
-    let strict = TempStore::new("mem-strict", opts(1 << 20).min_free_mem_pct(1.0).put_policy(PutPolicy::Strict));
+    let strict = TempStore::new(
+        "mem-strict",
+        opts(1 << 20)
+            .min_free_mem_pct(1.0)
+            .put_policy(PutPolicy::Strict),
+    );
     assert!(!strict.put_bytes("k", b"v").unwrap());
     let rotate = TempStore::new("mem-rotate", opts(1 << 20).min_free_mem_pct(1.0));
     assert!(!rotate.put_bytes("k", b"v").unwrap());
@@ -168,10 +182,17 @@ fn a_fragmenting_churn_still_fits_fourteen_64k_objects_in_1mib() {
         s.remove(&k).unwrap();
     }
     let empty = s.check().unwrap();
-    assert_eq!((empty.objects, empty.free_blocks), (0, 0), "an empty store merged back into one free region");
+    assert_eq!(
+        (empty.objects, empty.free_blocks),
+        (0, 0),
+        "an empty store merged back into one free region"
+    );
     let evictions = s.stats().unwrap().evictions;
     for i in 0..14 {
-        assert!(s.put_bytes(&format!("big{i}"), &vec![i as u8; 64 << 10]).unwrap());
+        assert!(
+            s.put_bytes(&format!("big{i}"), &vec![i as u8; 64 << 10])
+                .unwrap()
+        );
     }
     assert_eq!(s.count().unwrap(), 14);
     assert_eq!(s.stats().unwrap().evictions, evictions);
@@ -188,7 +209,10 @@ fn index_full_rotates_in_rotate_and_refuses_in_strict() {
     assert_eq!(s.count().unwrap(), max);
     assert!(s.has(&format!("k{}", max + 9)).unwrap());
     assert!(!s.has("k0").unwrap());
-    let t = TempStore::new("index-full-strict", opts(1 << 20).max_objects(48).put_policy(PutPolicy::Strict));
+    let t = TempStore::new(
+        "index-full-strict",
+        opts(1 << 20).max_objects(48).put_policy(PutPolicy::Strict),
+    );
     for i in 0..max {
         assert!(t.put(&format!("k{i}"), &i).unwrap());
     }
@@ -220,33 +244,58 @@ fn bad_input_is_an_error_and_changes_nothing() {
     let long = "k".repeat(shmstore::MAX_KEY_LEN + 1);
     assert!(matches!(s.put(&long, &1), Err(Error::InvalidKey { .. })));
     assert!(matches!(s.get::<u32>(&long), Err(Error::InvalidKey { .. })));
-    assert!(matches!(s.put_bytes("big", &vec![0u8; 65 << 10]), Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(
+        s.put_bytes("big", &vec![0u8; 65 << 10]),
+        Err(Error::ValueTooLarge { .. })
+    ));
     struct Unserializable;
     impl serde::Serialize for Unserializable {
         fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
             Err(serde::ser::Error::custom("no"))
         }
     }
-    assert!(matches!(s.put("keep", &Unserializable), Err(Error::Encode(_))));
+    assert!(matches!(
+        s.put("keep", &Unserializable),
+        Err(Error::Encode(_))
+    ));
     assert_eq!(s.get::<u32>("keep").unwrap(), Some(1));
     let after = s.stats().unwrap();
-    assert_eq!((before.objects, before.puts, before.used_bytes), (after.objects, after.puts, after.used_bytes));
+    assert_eq!(
+        (before.objects, before.puts, before.used_bytes),
+        (after.objects, after.puts, after.used_bytes)
+    );
     s.check().unwrap();
 }
 
 #[test]
 fn bad_names_and_options_are_errors() {
     for name in ["", "a/b", "tab\there"] {
-        assert!(matches!(Store::create(name, opts(1 << 20)), Err(Error::InvalidName { .. })), "{name:?}");
+        assert!(
+            matches!(
+                Store::create(name, opts(1 << 20)),
+                Err(Error::InvalidName { .. })
+            ),
+            "{name:?}"
+        );
     }
     let long = "n".repeat(shmstore::MAX_NAME_LEN + 1);
     assert!(matches!(Store::open(&long), Err(Error::InvalidName { .. })));
     let name = unique_name("badopt");
     let _c = Cleanup(name.clone());
-    for o in [opts(0), opts(1 << 20).min_free_mem_pct(1.5), opts(1 << 20).min_free_mem_pct(-1.0)] {
-        assert!(matches!(Store::create(&name, o), Err(Error::InvalidOption { .. })));
+    for o in [
+        opts(0),
+        opts(1 << 20).min_free_mem_pct(1.5),
+        opts(1 << 20).min_free_mem_pct(-1.0),
+    ] {
+        assert!(matches!(
+            Store::create(&name, o),
+            Err(Error::InvalidOption { .. })
+        ));
     }
-    assert!(!shmstore::valid(&name), "a refused create left a segment behind");
+    assert!(
+        !shmstore::valid(&name),
+        "a refused create left a segment behind"
+    );
 }
 
 #[test]
@@ -256,16 +305,26 @@ fn create_open_destroy_lifecycle() {
     assert!(matches!(Store::open(&name), Err(Error::NotFound(_))));
     assert!(!shmstore::valid(&name));
     let a = Store::create(&name, opts(1 << 20)).unwrap();
-    assert!(matches!(Store::create(&name, opts(1 << 20)), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        Store::create(&name, opts(1 << 20)),
+        Err(Error::AlreadyExists(_))
+    ));
     assert!(shmstore::valid(&name));
     assert!(shmstore::list().unwrap().contains(&name));
     let b = Store::open(&name).unwrap();
     let c = Store::open_or_create(&name, opts(2 << 20)).unwrap();
-    assert_eq!(c.stats().unwrap().capacity, 1 << 20, "open_or_create keeps the existing options");
+    assert_eq!(
+        c.stats().unwrap().capacity,
+        1 << 20,
+        "open_or_create keeps the existing options"
+    );
     a.put("x", &5u8).unwrap();
     assert_eq!(b.get::<u8>("x").unwrap(), Some(5));
     drop(a);
-    assert!(shmstore::valid(&name), "dropping a handle removed the store");
+    assert!(
+        shmstore::valid(&name),
+        "dropping a handle removed the store"
+    );
     Store::destroy(&name).unwrap();
     assert!(!shmstore::valid(&name));
     assert!(!shmstore::list().unwrap().contains(&name));
@@ -303,10 +362,16 @@ fn an_unfinished_store_is_not_ready() {
 fn segment_mode_is_0600_unless_group_access() {
     use std::os::unix::fs::PermissionsExt;
     let s = TempStore::new("mode", opts(1 << 20));
-    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", s.name)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", s.name))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let g = TempStore::new("mode-g", opts(1 << 20).group_access(true));
-    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", g.name)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", g.name))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660);
 }
 
@@ -358,7 +423,10 @@ fn after_a_churn_rotation_makes_room_for_fourteen_64k_objects_in_1mib() {
     }
     for i in 0..14u8 {
         let got = s.get_bytes(&format!("big{i}")).unwrap();
-        assert!(got == Some(vec![i; 64 << 10]), "big{i} was rotated out or changed");
+        assert!(
+            got == Some(vec![i; 64 << 10]),
+            "big{i} was rotated out or changed"
+        );
     }
     s.check().unwrap();
 }

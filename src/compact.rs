@@ -1,0 +1,215 @@
+//! Making a contiguous free region by moving live blocks, instead of evicting them.
+//!
+//! When a put finds enough free bytes in total but no free region large enough:
+//! 1. *Relocation*: the largest free region is grown by moving its live neighbours into other
+//!    free blocks. A relocation is crash-safe like a replacing put: the copy is written and
+//!    made live first (same sequence number and access stamp as the original: either may win a
+//!    recovery, their contents are equal), then the index and LRU list point at it, then the
+//!    original is freed.
+//! 2. *Sliding*: when no neighbour fits anywhere else, the largest free block is bubbled
+//!    towards the top of the arena by sliding each live block after it down over it, until it
+//!    meets other free space and is large enough. A slide's copy overwrites its own source, so
+//!    it is journaled in the header and copied in chunks no larger than the distance moved;
+//!    a chunk's source is never overwritten before the chunk is copied, so recovery finishes an
+//!    interrupted slide from the last chunk recorded (docs/design.md).
+//!
+//! Both loops make progress at every step and are bounded in moves and bytes.
+
+use std::sync::atomic::Ordering::{Relaxed, Release};
+
+use crate::arena::{self, Region};
+use crate::error::{Corruption, corrupt};
+use crate::index;
+use crate::layout::{BLOCK_HEADER, FREE, LIVE, SLIDING, UNIT, block_units};
+use crate::lock::Locked;
+use crate::lru;
+
+/// Moves at most this many blocks for one allocation.
+const MAX_MOVES: usize = 256;
+
+/// Tries to make a free region of at least `units`; returns it.
+pub fn make_room(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
+    if let Some(region) = by_relocation(l, units)? {
+        return Ok(Some(region));
+    }
+    by_sliding(l, units)
+}
+
+fn by_relocation(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
+    for _ in 0..MAX_MOVES {
+        let (region, size) = arena::largest_free(l)?;
+        if size >= units {
+            return Ok(Some(region));
+        }
+        let mut moved = false;
+        for neighbour in arena::neighbours(l, region)?.into_iter().flatten() {
+            if relocate(l, neighbour, region)? {
+                moved = true;
+                break;
+            }
+        }
+        if !moved {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+/// Moves live block `unit` into a free block outside `avoid`; false if none fits.
+fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
+    let h = l.header();
+    let b = l.block(unit)?;
+    if b.state.load(Relaxed) != LIVE {
+        return Err(corrupt!(
+            "block {unit} next to a free region is neither free nor live"
+        ));
+    }
+    let key_len = b.key_len.load(Relaxed) as usize;
+    let val_len = usize::try_from(b.val_len.load(Relaxed))
+        .map_err(|_| corrupt!("value length of block {unit}"))?;
+    let need = block_units(key_len, val_len);
+    if need > b.size.load(Relaxed) as u64 {
+        return Err(corrupt!("block {unit} is too small for its key and value"));
+    }
+    let Some(dest) = arena::alloc_avoiding(l, need as u32, Some(avoid))? else {
+        return Ok(false);
+    };
+    let d = l.block(dest)?;
+    d.key_len.store(key_len as u32, Relaxed);
+    d.val_len.store(val_len as u64, Relaxed);
+    d.seq.store(b.seq.load(Relaxed), Relaxed);
+    d.stamp.store(b.stamp.load(Relaxed), Relaxed);
+    l.copy_within(
+        unit as u64 * UNIT + BLOCK_HEADER,
+        dest as u64 * UNIT + BLOCK_HEADER,
+        key_len + val_len,
+    )?;
+    d.state.store(LIVE, Release);
+
+    let key = l.bytes(dest as u64 * UNIT + BLOCK_HEADER, key_len)?;
+    let hash = index::hash(l, key);
+    match index::find(l, key, hash)? {
+        Some(found) if found.unit == unit => index::repoint(l, found, hash, dest),
+        _ => return Err(corrupt!("live block {unit} is not in the index")),
+    }
+    lru::replace(l, unit, dest)?;
+    let (old_size, new_size) = (b.size.load(Relaxed) as u64, d.size.load(Relaxed) as u64);
+    b.state.store(FREE, Release);
+    arena::free(l, unit)?;
+    h.used_bytes.fetch_add(new_size * UNIT, Relaxed);
+    h.used_bytes.fetch_sub(old_size * UNIT, Relaxed);
+    Ok(true)
+}
+
+/// Bytes a put may slide to make room: a few times its own size, at least 1 MiB.
+fn slide_budget(units: u32) -> u64 {
+    (units as u64 * UNIT * 8).max(1 << 20)
+}
+
+/// Bubbles the largest free block up the arena until it is large enough (or the budget is
+/// spent, or it reaches the wilderness).
+fn by_sliding(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
+    let h = l.header();
+    let Some((mut hole, _)) = arena::largest_free_block(l)? else {
+        return Ok(None);
+    };
+    let mut moved = 0u64;
+    loop {
+        let size = l.block(hole)?.size.load(Relaxed);
+        if size >= units {
+            return Ok(Some(Region::Block(hole)));
+        }
+        let next = hole + size;
+        let next_size = l.block(next)?.size.load(Relaxed) as u64;
+        if moved + next_size * UNIT > slide_budget(units) {
+            return Ok(None);
+        }
+        slide(l, hole, next)?;
+        moved += next_size * UNIT;
+        hole += next_size as u32;
+        if h.top.load(Relaxed) == hole as u64 * UNIT {
+            // The hole reached the top and joined the wilderness.
+            let fits = arena::wilderness_units(l) >= units;
+            return Ok(fits.then_some(Region::Wilderness));
+        }
+    }
+}
+
+/// Slides live block `live` down over free block `free`, which lies right before it; the
+/// free space ends up after the block (merged with any free space there).
+fn slide(l: &Locked, free: u32, live: u32) -> Result<(), Corruption> {
+    let h = l.header();
+    let fb = l.block(free)?;
+    let lb = l.block(live)?;
+    let (f, s) = (fb.size.load(Relaxed), lb.size.load(Relaxed));
+    if fb.state.load(Relaxed) != FREE || lb.state.load(Relaxed) != LIVE || free + f != live {
+        return Err(corrupt!(
+            "cannot slide block {live} over block {free}: not a free block before a live one"
+        ));
+    }
+    let before = fb.prev_size.load(Relaxed);
+    let key_len = lb.key_len.load(Relaxed) as usize;
+    let key = l.bytes(live as u64 * UNIT + BLOCK_HEADER, key_len)?;
+    let hash = index::hash(l, key);
+    let entry = index::find_unit(l, hash, live)
+        .ok_or_else(|| corrupt!("live block {live} is not in the index"))?;
+    arena::unlink_free(l, free)?;
+    let j = &h.slide;
+    j.src.store(live as u64, Relaxed);
+    j.dst.store(free as u64, Relaxed);
+    j.len.store(s as u64 * UNIT, Relaxed);
+    j.done.store(0, Relaxed);
+    j.state.store(SLIDING, Release); // commit point: from here recovery finishes the slide
+    finish_slide(l)?;
+    // Derived data: the moved block's neighbours, index entry and LRU links.
+    l.block(free)?.prev_size.store(before, Relaxed);
+    index::repoint(l, entry, hash, free);
+    lru::relink(l, free)?;
+    arena::free(l, free + s)
+}
+
+/// Completes a journaled slide (a no-op when none is under way): copies the chunks not yet
+/// copied, writes the free block that follows the moved block, and clears the journal.
+/// Recovery calls it before anything reads the arena.
+pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
+    let j = &m.header().slide;
+    if j.state.load(Relaxed) != SLIDING {
+        return Ok(());
+    }
+    let (src, dst, len) = (
+        j.src.load(Relaxed),
+        j.dst.load(Relaxed),
+        j.len.load(Relaxed),
+    );
+    let mut done = j.done.load(Relaxed);
+    let chunk = src.checked_sub(dst).filter(|&d| d > 0).map(|d| d * UNIT);
+    let end = src.checked_mul(UNIT).and_then(|b| b.checked_add(len));
+    let Some(chunk) = chunk else {
+        return Err(corrupt!(
+            "slide journal: destination {dst} is not below source {src}"
+        ));
+    };
+    if end.is_none_or(|e| e > m.geo().arena_len)
+        || len % UNIT != 0
+        || len == 0
+        || done > len
+        || (done % chunk != 0 && done != len)
+    {
+        return Err(corrupt!(
+            "slide journal is inconsistent: {src} -> {dst}, {done} of {len} bytes"
+        ));
+    }
+    while done < len {
+        let n = chunk.min(len - done);
+        m.copy_within(src * UNIT + done, dst * UNIT + done, n as usize)?;
+        done += n;
+        j.done.store(done, Release);
+    }
+    let moved_units = (len / UNIT) as u32;
+    let rest = m.block((dst + len / UNIT) as u32)?;
+    rest.size.store((src - dst) as u32, Relaxed);
+    rest.prev_size.store(moved_units, Relaxed);
+    rest.state.store(FREE, Release);
+    j.state.store(0, Release);
+    Ok(())
+}
