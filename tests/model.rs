@@ -1,0 +1,148 @@
+//! Model-based test: random operations against a HashMap + exact-LRU model, with every
+//! invariant checked after every step.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{TempStore, opts};
+use proptest::prelude::*;
+use shmstore::PutPolicy;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, usize),
+    PutTyped(u8, u16),
+    Get(u8),
+    Has(u8),
+    Remove(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..24;
+    // Mostly small values, some large enough to force splits, merges, moves and evictions.
+    let size = prop_oneof![4 => 0usize..200, 2 => 200usize..3000, 1 => 3000usize..12000];
+    prop_oneof![
+        4 => (key.clone(), size).prop_map(|(k, n)| Op::Put(k, n)),
+        1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::PutTyped(k, v)),
+        3 => key.clone().prop_map(Op::Get),
+        1 => key.clone().prop_map(Op::Has),
+        2 => key.prop_map(Op::Remove),
+    ]
+}
+
+/// The model: values and recency (most recent first).
+#[derive(Default)]
+struct Model {
+    values: HashMap<String, Vec<u8>>,
+    order: Vec<String>,
+}
+
+impl Model {
+    fn touch(&mut self, key: &str) {
+        self.order.retain(|k| k != key);
+        self.order.insert(0, key.to_owned());
+    }
+    fn put(&mut self, key: &str, value: Vec<u8>) {
+        self.values.insert(key.to_owned(), value);
+        self.touch(key);
+    }
+    fn remove(&mut self, key: &str) -> bool {
+        self.order.retain(|k| k != key);
+        self.values.remove(key).is_some()
+    }
+}
+
+fn value_for(key: u8, n: usize, step: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31) ^ key ^ step as u8)
+        .collect()
+}
+
+fn encoded(v: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    <shmstore::Bincode as shmstore::Codec>::encode(&v, &mut out).unwrap();
+    out
+}
+
+fn run(policy: PutPolicy, capacity: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let s = TempStore::new("model", opts(capacity).put_policy(policy));
+    let mut m = Model::default();
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Put(k, n) => {
+                let key = format!("k{k}");
+                let value = value_for(k, n, step);
+                let stored = s.put_bytes(&key, &value).unwrap();
+                if policy == PutPolicy::Rotate {
+                    prop_assert!(stored, "rotate refused a value that fits an empty store");
+                }
+                if stored {
+                    m.put(&key, value);
+                }
+            }
+            Op::PutTyped(k, v) => {
+                let key = format!("k{k}");
+                if s.put(&key, &v).unwrap() {
+                    m.put(&key, encoded(v));
+                } else {
+                    prop_assert_eq!(policy, PutPolicy::Strict);
+                }
+            }
+            Op::Get(k) => {
+                let key = format!("k{k}");
+                let got = s.get_bytes(&key).unwrap();
+                prop_assert_eq!(got.as_ref(), m.values.get(&key), "get {}", key);
+                if got.is_some() {
+                    m.touch(&key);
+                }
+            }
+            Op::Has(k) => {
+                let key = format!("k{k}");
+                prop_assert_eq!(s.has(&key).unwrap(), m.values.contains_key(&key));
+            }
+            Op::Remove(k) => {
+                let key = format!("k{k}");
+                prop_assert_eq!(s.remove(&key).unwrap(), m.remove(&key));
+            }
+        }
+        // Evictions take the least recently used: what the store kept is the most recent part
+        // of the model's order, in that order. Strict evicts nothing.
+        let keys = s.keys().unwrap();
+        prop_assert!(keys.len() <= m.order.len());
+        if policy == PutPolicy::Strict {
+            prop_assert_eq!(keys.len(), m.order.len(), "strict store lost an object");
+        }
+        prop_assert_eq!(
+            &keys[..],
+            &m.order[..keys.len()],
+            "store order is not the LRU order"
+        );
+        for evicted in m.order.split_off(keys.len()) {
+            m.values.remove(&evicted);
+        }
+        prop_assert_eq!(s.count().unwrap(), m.values.len());
+        if let Err(e) = s.check() {
+            return Err(TestCaseError::fail(format!("step {step}: {e}")));
+        }
+    }
+    for (key, value) in &m.values {
+        let got = s.get_bytes(key).unwrap();
+        prop_assert_eq!(got.as_ref(), Some(value));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rotate_store_behaves_like_an_lru_map(ops in proptest::collection::vec(op(), 1..160)) {
+        run(PutPolicy::Rotate, 32 << 10, ops)?;
+    }
+
+    #[test]
+    fn strict_store_behaves_like_a_map_that_refuses(ops in proptest::collection::vec(op(), 1..160)) {
+        run(PutPolicy::Strict, 32 << 10, ops)?;
+    }
+}
