@@ -291,3 +291,52 @@ mod tests {
         assert!(b.contains(&b'\r') && b.contains(&b'\n'));
     }
 }
+
+#[cfg(test)]
+mod offsets {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// The offsets docs/design.md gives for the header.
+    #[test]
+    fn header_offsets_match_the_design_document() {
+        let documented = [
+            ("magic", offset_of!(Header, magic), 0),
+            ("version", offset_of!(Header, version), 8),
+            ("ready", offset_of!(Header, ready), 12),
+            ("total_len", offset_of!(Header, total_len), 16),
+            ("seed", offset_of!(Header, seed), 56),
+            ("capacity", offset_of!(Header, capacity), 72),
+            ("mutex", offset_of!(Header, mutex), 128),
+            ("lock_owner", offset_of!(Header, lock_owner), 192),
+            ("recovering", offset_of!(Header, recovering), 196),
+            ("top", offset_of!(Header, top), 256),
+            ("lru_head", offset_of!(Header, lru_head), 272),
+            ("clock", offset_of!(Header, clock), 288),
+            ("objects", offset_of!(Header, objects), 320),
+            ("slide", offset_of!(Header, slide), 344),
+            ("free_bitmap", offset_of!(Header, free_bitmap), 384),
+            ("free_heads", offset_of!(Header, free_heads), 408),
+            ("hits", offset_of!(Header, hits), 1176),
+            ("attach", offset_of!(Header, attach), 1304),
+        ];
+        for (field, actual, doc) in documented {
+            assert_eq!(actual, doc, "header field {field}");
+        }
+        assert_eq!(std::mem::size_of::<Header>(), 2368);
+        let block = [
+            ("size", offset_of!(Block, size), 0),
+            ("state", offset_of!(Block, state), 4),
+            ("prev_size", offset_of!(Block, prev_size), 8),
+            ("key_len", offset_of!(Block, key_len), 12),
+            ("val_len", offset_of!(Block, val_len), 16),
+            ("seq", offset_of!(Block, seq), 24),
+            ("stamp", offset_of!(Block, stamp), 32),
+            ("prev", offset_of!(Block, prev), 40),
+            ("next", offset_of!(Block, next), 44),
+        ];
+        for (field, actual, doc) in block {
+            assert_eq!(actual, doc, "block field {field}");
+        }
+    }
+}

@@ -57,3 +57,8 @@ pub use options::{Options, PutPolicy};
 pub use segment::MAX_NAME_LEN;
 pub use stats::{CheckReport, Stats};
 pub use store::{MAX_KEY_LEN, Store, list, valid};
+
+/// The README's code blocks, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
