@@ -147,10 +147,10 @@ pub fn alloc_avoiding(
 
 /// The first non-empty list above `bin`.
 fn first_bin_above(m: &Mapping, bin: usize) -> Option<usize> {
-    let words = &m.header().free_bitmap;
     let start = bin + 1;
-    for w in start / 64..words.len() {
-        let mut bits = words[w].load(Relaxed);
+    let words = m.header().free_bitmap.iter().enumerate().skip(start / 64);
+    for (w, word) in words {
+        let mut bits = word.load(Relaxed);
         if w == start / 64 {
             bits &= u64::MAX.checked_shl((start % 64) as u32).unwrap_or(0);
         }

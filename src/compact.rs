@@ -193,7 +193,7 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
         || len % UNIT != 0
         || len == 0
         || done > len
-        || (done % chunk != 0 && done != len)
+        || (!done.is_multiple_of(chunk) && done != len)
     {
         return Err(corrupt!(
             "slide journal is inconsistent: {src} -> {dst}, {done} of {len} bytes"

@@ -86,7 +86,7 @@ pub enum Error {
 
     /// The segment's bytes break an invariant.
     #[error(
-        "store {name:?} is corrupt: {why}; run `shmstore check`, then destroy and re-create the store"
+        "store {name:?} is corrupt: {why}; rebuild it from its arena with `shmstore repair` (Store::repair), or destroy and re-create it"
     )]
     Corrupt { name: String, why: String },
 

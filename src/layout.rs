@@ -175,7 +175,7 @@ const _: () = {
     assert!(size_of::<Header>() as u64 <= HEADER_SIZE);
     assert!(size_of::<libc::pthread_mutex_t>() <= 64);
     assert!(size_of::<Block>() == 48);
-    assert!(BLOCK_HEADER % UNIT == 0);
+    assert!(BLOCK_HEADER.is_multiple_of(UNIT));
 };
 
 /// Where the parts of a segment lie.
@@ -237,8 +237,8 @@ impl Geometry {
         let ok = g.index_off == HEADER_SIZE
             && g.index_slots.is_power_of_two()
             && index_end.is_some_and(|end| end <= g.arena_off)
-            && g.arena_off % PAGE == 0
-            && g.arena_len % PAGE == 0
+            && g.arena_off.is_multiple_of(PAGE)
+            && g.arena_len.is_multiple_of(PAGE)
             && g.arena_len <= MAX_ARENA
             && g.arena_off.checked_add(g.arena_len) == Some(g.total_len);
         if !ok {

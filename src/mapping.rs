@@ -105,10 +105,4 @@ impl Mapping {
         // SAFETY: in bounds (checked); writers are excluded by the caller's lock.
         Ok(unsafe { std::slice::from_raw_parts(self.map.ptr().add(at), len) })
     }
-
-    /// Raw pointer to the whole segment, for tests that scribble on it.
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn raw(&self) -> (*mut u8, usize) {
-        (self.map.ptr(), self.map.len())
-    }
 }

@@ -68,8 +68,11 @@ impl MemorySampler {
         }
         let calls = self.calls.fetch_add(1, Relaxed);
         let drift = self.drift.fetch_add(incoming, Relaxed) + incoming;
-        if self.total.load(Relaxed) == 0 || drift >= REFRESH_BYTES || calls % CLOCK_EVERY == 0 {
-            self.refresh(calls % CLOCK_EVERY == 0 && drift < REFRESH_BYTES);
+        if self.total.load(Relaxed) == 0
+            || drift >= REFRESH_BYTES
+            || calls.is_multiple_of(CLOCK_EVERY)
+        {
+            self.refresh(calls.is_multiple_of(CLOCK_EVERY) && drift < REFRESH_BYTES);
         }
         if self.unavailable.load(Relaxed) {
             return 0;

@@ -247,12 +247,17 @@ pub unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> i32 {
 // ---- processes ----------------------------------------------------------------------------
 
 /// The start time of a process (clock ticks after boot, field 22 of /proc/PID/stat), which
-/// tells a process from a later one that reuses its pid. `None` if it does not exist.
+/// tells a process from a later one that reuses its pid. `None` if it does not exist or is a
+/// zombie.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces: skip past it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // A zombie (killed, not yet reaped) or dead process uses nothing any more.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -38,7 +38,7 @@ struct Scanned {
 fn scan(m: &Mapping) -> Result<Vec<Scanned>, Corruption> {
     let h = m.header();
     let top = h.top.load(Relaxed);
-    if top % UNIT != 0 || top > m.geo().arena_len {
+    if !top.is_multiple_of(UNIT) || top > m.geo().arena_len {
         return Err(corrupt!(
             "arena top {top} is not a unit boundary inside the arena"
         ));

@@ -111,6 +111,8 @@ pub struct CheckReport {
     pub free_bytes: u64,
     /// The largest free block: with `free_bytes`, a measure of fragmentation.
     pub largest_free: u64,
+    /// Never-used space above the last block (not counted in `free_bytes`).
+    pub wilderness_bytes: u64,
 }
 
 impl From<Checked> for CheckReport {
@@ -120,6 +122,7 @@ impl From<Checked> for CheckReport {
             free_blocks: c.free_blocks,
             free_bytes: c.free_bytes,
             largest_free: c.largest_free,
+            wilderness_bytes: 0,
         }
     }
 }

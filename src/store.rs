@@ -214,6 +214,16 @@ impl Store {
     /// Takes the lock, recovering first if a previous holder died, and runs `f` under it.
     /// A corruption found by `f` flags the store for a rebuild by the next lock holder.
     fn locked<T>(&self, f: impl FnOnce(&Locked) -> Result<T, Corruption>) -> Result<T> {
+        self.locked_flagging(true, f)
+    }
+
+    /// [`locked`](Store::locked); `flag` says whether a corruption found by `f` flags the
+    /// store for a rebuild (not for `check`, which only looks).
+    fn locked_flagging<T>(
+        &self,
+        flag: bool,
+        f: impl FnOnce(&Locked) -> Result<T, Corruption>,
+    ) -> Result<T> {
         self.reattach_after_fork();
         let inner = &*self.inner;
         let h = inner.m.header();
@@ -241,7 +251,9 @@ impl Store {
             }
         };
         f(&l).map_err(|c| {
-            h.recovering.store(1, Relaxed);
+            if flag {
+                h.recovering.store(1, Relaxed);
+            }
             c.named(&inner.name)
         })
     }
@@ -327,14 +339,13 @@ impl Store {
                 }
                 // Enough free bytes, but scattered: move objects rather than evict them.
                 let free = l.geo().arena_len - h.used_bytes.load(Relaxed);
-                if free >= units * UNIT {
-                    if let Some(region) = compact::make_room(l, units as u32)? {
-                        if let Some(unit) = arena::alloc_in(l, region, units as u32)? {
-                            // The object being replaced may have moved.
-                            old = index::find(l, key.as_bytes(), hash)?;
-                            break unit;
-                        }
-                    }
+                if free >= units * UNIT
+                    && let Some(region) = compact::make_room(l, units as u32)?
+                    && let Some(unit) = arena::alloc_in(l, region, units as u32)?
+                {
+                    // The object being replaced may have moved.
+                    old = index::find(l, key.as_bytes(), hash)?;
+                    break unit;
                 }
                 if strict {
                     return refuse(freed);
@@ -490,14 +501,23 @@ impl Store {
     }
 
     /// Checks every invariant of the store under its lock; `Error::Corrupt` says what is wrong.
+    /// Only looks: a store found corrupt is left as it is (the next operation that meets the
+    /// corruption, or [`repair`](Store::repair), rebuilds it).
     pub fn check(&self) -> Result<crate::stats::CheckReport> {
-        self.locked(|l| recovery::validate(l).map(Into::into))
+        self.locked_flagging(false, |l| {
+            let mut report: crate::stats::CheckReport = recovery::validate(l)?.into();
+            report.wilderness_bytes = arena::wilderness_units(l) as u64 * UNIT;
+            Ok(report)
+        })
     }
 
-    #[cfg(any(test, feature = "test-hooks"))]
-    #[doc(hidden)]
-    pub fn raw_segment(&self) -> (*mut u8, usize) {
-        self.inner.m.raw()
+    /// Rebuilds the index, LRU list and free lists from the arena, as after a crash (emptying
+    /// the store only if its arena is broken beyond repair; counted in `resets`).
+    pub fn repair(&self) -> Result<()> {
+        self.locked(|l| {
+            self.recover(l);
+            Ok(())
+        })
     }
 }
 

@@ -1,0 +1,68 @@
+//! `shmstore create NAME --capacity SIZE [--policy rotate|strict] [--min-free F]`.
+
+use serde_json::json;
+use shmstore::{Options, PutPolicy, Store};
+
+use crate::{Format, Outcome, format as fmt};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store's name.
+    name: String,
+    /// Bytes of objects the store may hold: 1000000, 512KiB, 64MiB, 1GiB (KB, MB, GB are
+    /// powers of 1000). Memory is committed as the store fills.
+    #[arg(long, value_parser = fmt::parse_size)]
+    capacity: u64,
+    /// What a put does when memory is short: evict least-recently-used objects (rotate) or
+    /// refuse (strict).
+    #[arg(long, default_value = "rotate", value_parser = parse_policy)]
+    policy: PutPolicy,
+    /// Fraction (0..=1) of the machine's memory that must stay available; 0 turns it off.
+    #[arg(long, default_value_t = 0.2)]
+    min_free: f64,
+    /// Objects the index holds before rotation (default: one per 256 bytes of capacity).
+    #[arg(long)]
+    max_objects: Option<u64>,
+    /// Let the owner's group read and write the store too (mode 0660 instead of 0600).
+    #[arg(long)]
+    group: bool,
+}
+
+fn parse_policy(s: &str) -> Result<PutPolicy, String> {
+    s.parse().map_err(|e: shmstore::Error| e.to_string())
+}
+
+pub fn run(args: Args, format: Format) -> Outcome {
+    let mut options = Options::default()
+        .capacity(args.capacity)
+        .put_policy(args.policy)
+        .min_free_mem_pct(args.min_free)
+        .group_access(args.group);
+    if let Some(n) = args.max_objects {
+        options = options.max_objects(n);
+    }
+    let s = Store::create(&args.name, options)?.stats()?;
+    match format {
+        Format::Json => fmt::json(
+            &json!({
+                "name": args.name,
+                "capacity": s.capacity,
+                "max_objects": s.max_objects,
+                "put_policy": s.put_policy,
+                "min_free_mem_pct": s.min_free_mem_pct,
+                "mode": fmt::mode(s.mode),
+            }),
+            true,
+        )?,
+        Format::Text => fmt::line(format!(
+            "created store {:?}: capacity {}, up to {} objects, policy {}, min free memory {}, mode {}",
+            args.name,
+            fmt::bytes(s.capacity),
+            s.max_objects,
+            s.put_policy,
+            fmt::percent(s.min_free_mem_pct),
+            fmt::mode(s.mode)
+        ))?,
+    }
+    Ok(())
+}

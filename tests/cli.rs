@@ -1,0 +1,726 @@
+//! End-to-end tests of the `shmstore` command: each runs the built binary.
+//!
+//! Every store name is unique (pid and a counter) and is removed by a guard when the test
+//! ends, also when it fails. Only `gc --prefix` is used, so that stores of other tests
+//! running at the same time are never touched.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shmstore::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmstore");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or test process) uses; removed from /dev/shm when dropped.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Name {
+        Name(format!(
+            "cli-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// A store made with `shmstore create` (so this process holds no handle on it).
+    fn store(tag: &str, capacity: &str, extra: &[&str]) -> Name {
+        let n = Name::new(tag);
+        let mut args = vec![
+            "create",
+            n.as_str(),
+            "--capacity",
+            capacity,
+            "--min-free",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        n
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn path(&self) -> String {
+        format!("/dev/shm/shmstore.{}", self.0)
+    }
+
+    fn exists(&self) -> bool {
+        std::path::Path::new(&self.path()).exists()
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        if Store::destroy(&self.0).is_err() {
+            let _ = std::fs::remove_file(self.path());
+        }
+    }
+}
+
+/// A child process, killed when dropped.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shmstore");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "shmstore {}: {}\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command that must succeed; its stdout.
+fn ok(args: &[&str]) -> String {
+    ok_in(args, b"")
+}
+
+fn ok_in(args: &[&str], stdin: &[u8]) -> String {
+    let out = run(args, stdin);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command with `--format json` that must succeed; its output parsed.
+fn json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    serde_json::from_str(&ok(&all))
+        .unwrap_or_else(|e| panic!("shmstore {all:?} printed no JSON: {e}"))
+}
+
+/// Runs a command that must fail with `code`; its stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = run(args, b"");
+    assert_eq!(out.status.code(), Some(code), "{}", describe(args, &out));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Writes junk over everything after the header page: the header still opens, the rest is
+/// broken.
+fn scribble(n: &Name) {
+    let mut bytes = std::fs::read(n.path()).unwrap();
+    bytes[4096..].fill(0xab);
+    std::fs::write(n.path(), bytes).unwrap();
+}
+
+/// Waits (with a watchdog, not a time limit on the test) until `pid` has the store open.
+fn wait_until_open_by(n: &Name, pid: u32) {
+    let start = Instant::now();
+    loop {
+        let s = json(&["stat", n.as_str()]);
+        if s["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_u64() == Some(pid as u64))
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "watchdog: pid {pid} never opened {}",
+            n.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
+}
+
+/// A `shmstore top` process: a long-lived user of the store.
+fn user(n: &Name) -> Kid {
+    let child = Command::new(BIN)
+        .args(["top", n.as_str(), "--iterations", "100000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kid = Kid(child);
+    wait_until_open_by(n, kid.0.id());
+    kid
+}
+
+#[test]
+fn create_text_and_json() {
+    let n = Name::new("create");
+    let out = ok(&["create", n.as_str(), "--capacity", "64MiB"]);
+    assert!(
+        out.contains("created store") && out.contains("64 MiB") && out.contains("rotate"),
+        "{out}"
+    );
+    assert!(out.contains("0600"), "{out}");
+    assert!(fails(&["create", n.as_str(), "--capacity", "1MiB"], 1).contains("already exists"));
+
+    let m = Name::new("create-json");
+    let v = json(&[
+        "create",
+        m.as_str(),
+        "--capacity",
+        "512KiB",
+        "--policy",
+        "strict",
+        "--min-free",
+        "0.5",
+        "--group",
+    ]);
+    assert_eq!(v["name"], m.as_str());
+    assert_eq!(v["capacity"], 512 << 10);
+    assert_eq!(v["put_policy"], "strict");
+    assert_eq!(v["min_free_mem_pct"], 0.5);
+    assert_eq!(v["mode"], "0660");
+    let s = json(&["stat", m.as_str()]);
+    assert_eq!(s["put_policy"], "strict");
+    assert_eq!(s["capacity"], 512 << 10);
+}
+
+#[test]
+fn bad_size_policy_and_options_are_refused() {
+    let n = Name::new("bad");
+    for bad in ["12parsecs", "GiB", "-5", "1e6", ""] {
+        let err = fails(&["create", n.as_str(), &format!("--capacity={bad}")], 2);
+        assert!(
+            err.contains("is not a size") && err.contains("64MiB"),
+            "{err}"
+        );
+    }
+    let err = fails(
+        &[
+            "create",
+            n.as_str(),
+            "--capacity",
+            "1MiB",
+            "--policy",
+            "lru",
+        ],
+        2,
+    );
+    assert!(err.contains("rotate") && err.contains("strict"), "{err}");
+    let err = fails(
+        &[
+            "create",
+            n.as_str(),
+            "--capacity",
+            "1MiB",
+            "--min-free",
+            "2",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("min_free_mem_pct") && err.contains("0..=1"),
+        "{err}"
+    );
+    let err = fails(&["create", n.as_str(), "--capacity", "0"], 1);
+    assert!(err.contains("capacity"), "{err}");
+    assert!(!n.exists(), "a refused create left {}", n.path());
+    // Plain byte counts and decimal units work.
+    let v = json(&["create", n.as_str(), "--capacity", "1000000"]);
+    assert!(v["capacity"].as_u64().unwrap() >= 1_000_000);
+}
+
+#[test]
+fn put_get_keys_rm() {
+    let n = Name::store("data", "1MiB", &[]);
+    let name = n.as_str();
+    let blob = [0u8, 1, 2, 0xfe, 0xff, b'\n'];
+    let out = ok_in(&["put", name, "img/1"], &blob);
+    assert!(out.contains("stored 6 B"), "{out}");
+    ok_in(&["put", name, "img/2"], b"second");
+    let v: Value =
+        serde_json::from_str(&ok_in(&["put", name, "txt", "--format", "json"], b"hello")).unwrap();
+    assert_eq!(
+        (v["stored"].as_bool(), v["size"].as_u64()),
+        (Some(true), Some(5))
+    );
+
+    // Raw bytes, hex, JSON.
+    let raw = run(&["get", name, "img/1"], b"");
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, blob);
+    assert_eq!(ok(&["get", name, "img/1", "--hex"]), "000102feff0a\n");
+    let v = json(&["get", name, "txt"]);
+    assert_eq!(
+        (v["size"].as_u64(), v["hex"].as_str(), v["text"].as_str()),
+        (Some(5), Some("68656c6c6f"), Some("hello"))
+    );
+    assert!(
+        json(&["get", name, "img/1"])["text"].is_null(),
+        "not UTF-8: no text"
+    );
+    // Replacing keeps one object.
+    ok_in(&["put", name, "txt"], b"hello again");
+    assert_eq!(ok(&["get", name, "txt"]), "hello again");
+
+    assert_eq!(ok(&["keys", name]), "img/1\nimg/2\ntxt\n");
+    assert_eq!(ok(&["keys", name, "--prefix", "img/"]), "img/1\nimg/2\n");
+    assert_eq!(
+        json(&["keys", name, "--prefix", "t"]),
+        serde_json::json!(["txt"])
+    );
+
+    assert!(ok(&["rm", name, "img/1"]).contains("removed"));
+    assert_eq!(json(&["rm", name, "img/2"])["removed"], true);
+    assert!(fails(&["rm", name, "img/2"], 1).contains("no key \"img/2\""));
+    assert!(fails(&["get", name, "img/1"], 1).contains("no key \"img/1\""));
+    assert_eq!(json(&["keys", name]), serde_json::json!(["txt"]));
+    // An empty value is a value.
+    ok_in(&["put", name, "empty"], b"");
+    assert_eq!(ok(&["get", name, "empty"]), "");
+}
+
+#[test]
+fn stat_text_and_json() {
+    let n = Name::store("stat", "1MiB", &[]);
+    let name = n.as_str();
+    ok_in(&["put", name, "a"], b"0123456789");
+    ok_in(&["put", name, "b"], b"xyz");
+    ok(&["get", name, "a"]);
+    fails(&["get", name, "missing"], 1);
+    ok(&["rm", name, "b"]);
+
+    let s = json(&["stat", name]);
+    assert_eq!(s["name"], name);
+    assert_eq!(s["objects"], 1);
+    assert_eq!(s["value_bytes"], 10);
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(s["hit_ratio"], 0.5);
+    assert_eq!(
+        (s["puts"].as_u64(), s["removes"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        (s["evictions"].as_u64(), s["refused_puts"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (s["lock_timeouts"].as_u64(), s["recoveries"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(s["capacity"], 1 << 20);
+    assert_eq!(s["lock"]["state"], "free");
+    assert_eq!(s["check"]["state"], "ok");
+    assert_eq!(s["processes"], 0, "the CLI's own handle is not counted");
+    assert_eq!(s["mode"], "0600");
+    assert_eq!(s["put_policy"], "rotate");
+    assert!(s["free_bytes"].as_u64().is_some());
+    let frag = s["fragmentation"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&frag));
+    assert!(s["creator_pid"].as_u64().unwrap() > 0);
+
+    let text = ok(&["stat", name]);
+    for want in [
+        "capacity",
+        "1 MiB",
+        "hit ratio",
+        "50.0%",
+        "evictions",
+        "refused puts",
+        "lock timeouts",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    for want in [
+        "recoveries",
+        "fragmentation",
+        "lock             free",
+        "check            ok",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+#[test]
+fn stat_shows_evictions_and_refusals() {
+    let rotate = Name::store("rotate", "4KiB", &[]);
+    let strict = Name::store("strict", "4KiB", &["--policy", "strict"]);
+    let kib = vec![7u8; 1000];
+    for key in ["a", "b", "c", "d", "e"] {
+        ok_in(&["put", rotate.as_str(), key], &kib);
+    }
+    let s = json(&["stat", rotate.as_str()]);
+    assert!(s["evictions"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["refused_puts"], 0);
+
+    let mut refused = 0;
+    for key in ["a", "b", "c", "d", "e"] {
+        let out = run(&["put", strict.as_str(), key], &kib);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("refused") && err.contains("strict"), "{err}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1);
+    let s = json(&["stat", strict.as_str()]);
+    assert_eq!(s["refused_puts"], refused);
+    assert_eq!(s["evictions"], 0);
+}
+
+#[test]
+fn ls_text_and_json() {
+    let tag = format!(
+        "cli-ls-{}-{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let a = Name(format!("{tag}a"));
+    let b = Name(format!("{tag}b"));
+    ok(&["create", a.as_str(), "--capacity", "2MiB"]);
+    ok(&["create", b.as_str(), "--capacity", "1GiB", "--group"]);
+    ok_in(&["put", a.as_str(), "k"], b"value");
+    let junk = Name(format!("{tag}junk"));
+    std::fs::write(junk.path(), b"not a store, just some bytes").unwrap();
+
+    let v = json(&["ls", "--prefix", &tag]);
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{v}");
+    let find = |name: &str| {
+        list.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {v}"))
+    };
+    let ea = find(a.as_str());
+    assert_eq!(
+        (ea["capacity"].as_u64(), ea["objects"].as_u64()),
+        (Some(2 << 20), Some(1))
+    );
+    assert!(ea["used_bytes"].as_u64().unwrap() > 5);
+    assert_eq!(ea["mode"], "0600");
+    assert_eq!(ea["processes"], 0);
+    assert!(ea["creator_pid"].as_u64().unwrap() > 0);
+    assert!(ea["created_ns"].as_u64().unwrap() > 0);
+    let eb = find(b.as_str());
+    assert_eq!(
+        (eb["capacity"].as_u64(), eb["mode"].as_str()),
+        (Some(1 << 30), Some("0660"))
+    );
+    assert_eq!(find(junk.as_str())["problem"], "foreign");
+
+    let text = ok(&["ls", "--prefix", &tag]);
+    assert!(text.starts_with("NAME"), "{text}");
+    let row = text.lines().find(|l| l.starts_with(b.as_str())).unwrap();
+    assert!(row.contains("1 GiB") && row.contains("0660"), "{row}");
+    assert!(text.contains("is not a shmstore store"), "{text}");
+
+    // A live user is counted.
+    let _kid = user(&a);
+    let v = json(&["ls", "--prefix", a.as_str()]);
+    assert_eq!(v[0]["processes"], 1, "{v}");
+    assert_eq!(
+        ok(&["ls", "--prefix", &format!("{tag}none")]),
+        "no stores\n"
+    );
+}
+
+#[test]
+fn check_passes_and_fails() {
+    let n = Name::store("check", "64KiB", &[]);
+    for key in ["a", "b", "c"] {
+        ok_in(&["put", n.as_str(), key], b"some value");
+    }
+    ok(&["rm", n.as_str(), "b"]);
+    let out = ok(&["check", n.as_str()]);
+    assert!(out.contains("passed") && out.contains("2 objects"), "{out}");
+    let v = json(&["check", n.as_str()]);
+    assert_eq!(
+        (v["ok"].as_bool(), v["objects"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert!(v["free_bytes"].as_u64().is_some() && v["fragmentation"].as_f64().is_some());
+
+    // Scribbled on: exit status 1, and the message says "corrupt".
+    scribble(&n);
+    let err = fails(&["check", n.as_str()], 1);
+    assert!(err.contains("is corrupt"), "{err}");
+    // The check only looks: a second one fails the same way.
+    let again = fails(&["check", n.as_str()], 1);
+    assert_eq!(err, again);
+    // repair rebuilds from the arena; then the check passes again.
+    let out = ok(&["repair", n.as_str()]);
+    assert!(
+        out.contains("passes the check") || out.contains("emptied"),
+        "{out}"
+    );
+    ok(&["check", n.as_str()]);
+
+    let m = Name::store("check-json", "64KiB", &[]);
+    ok_in(&["put", m.as_str(), "a"], b"some value");
+    scribble(&m);
+    let out = run(&["check", m.as_str(), "--format", "json"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&["check"], &out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("corrupt"), "{v}");
+
+    let c = Name::store("stat-corrupt", "64KiB", &[]);
+    ok_in(&["put", c.as_str(), "a"], b"some value");
+    scribble(&c);
+    let out = run(&["stat", c.as_str()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is corrupt"));
+}
+
+#[test]
+fn top_text_and_json() {
+    let n = Name::store("top", "1MiB", &[]);
+    let text = ok(&["top", n.as_str(), "--iterations", "2", "--interval", "0.2"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[1].contains("GETS/S") && lines[1].contains("HIT%"),
+        "{text}"
+    );
+
+    // With traffic from this process, the rates are not all zero.
+    let store = Store::open(n.as_str()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                store.put_bytes("k", &i.to_le_bytes()).unwrap();
+                store.get_bytes("k").unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let out = ok(&[
+        "top",
+        n.as_str(),
+        "--iterations",
+        "3",
+        "--interval",
+        "0.3",
+        "--format",
+        "json",
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    for r in &rows {
+        assert_eq!(r["name"], n.as_str());
+        assert_eq!(r["capacity"], 1 << 20);
+        assert_eq!(r["processes"], 1, "this test process has it open: {r}");
+    }
+    assert!(
+        rows.iter().any(|r| r["puts_per_s"].as_f64().unwrap() > 0.0),
+        "{out}"
+    );
+    assert!(rows.iter().any(|r| r["hit_ratio"] == 1.0), "{out}");
+    assert!(rows.iter().all(|r| r["objects"] == 1), "{out}");
+    drop(store);
+    assert!(fails(&["top", n.as_str(), "--interval", "0"], 2).contains("interval"));
+}
+
+#[test]
+fn destroy_text_and_json() {
+    let n = Name::store("destroy", "1MiB", &[]);
+    assert!(ok(&["destroy", n.as_str()]).contains("destroyed"));
+    assert!(!n.exists());
+    assert!(fails(&["destroy", n.as_str()], 1).contains("no store named"));
+    let m = Name::store("destroy-json", "1MiB", &[]);
+    let v = json(&["destroy", m.as_str()]);
+    assert_eq!(v["destroyed"], true);
+    assert!(!m.exists());
+    // A foreign segment can be removed too.
+    let j = Name::new("destroy-junk");
+    std::fs::write(j.path(), b"junk").unwrap();
+    ok(&["destroy", j.as_str()]);
+    assert!(!j.exists());
+}
+
+#[test]
+fn missing_foreign_and_bad_names_say_so() {
+    let missing = Name::new("missing");
+    let m = missing.as_str();
+    let commands: [&[&str]; 9] = [
+        &["stat", m],
+        &["keys", m],
+        &["get", m, "k"],
+        &["put", m, "k"],
+        &["rm", m, "k"],
+        &["check", m],
+        &["top", m, "--iterations", "1"],
+        &["destroy", m],
+        &["stat", m, "--format", "json"],
+    ];
+    for args in commands {
+        let err = fails(args, 1);
+        assert!(
+            err.contains(&format!("no store named \"{m}\"")) && err.contains("create it"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!missing.exists(), "put must not create a store");
+
+    // A segment with our prefix but someone else's bytes.
+    let junk = Name::new("foreign");
+    std::fs::write(junk.path(), [0x42u8; 8192]).unwrap();
+    for args in [
+        &["stat", junk.as_str()][..],
+        &["keys", junk.as_str()],
+        &["check", junk.as_str()],
+    ] {
+        let err = fails(args, 1);
+        assert!(
+            err.contains("is not a shmstore store") && err.contains("shmstore destroy"),
+            "{err}"
+        );
+    }
+    let err = fails(&["stat", "no/slash"], 1);
+    assert!(err.contains("invalid store name"), "{err}");
+    assert!(fails(&["stat"], 2).contains("NAME"));
+}
+
+#[test]
+fn gc_removes_a_store_whose_only_user_was_killed() {
+    let n = Name::store("gc-killed", "1MiB", &[]);
+    let prefix = n.as_str();
+    let mut kid = user(&n);
+    let pid = kid.0.id();
+
+    let v = json(&["gc", "--prefix", prefix]);
+    assert_eq!(v["kept"][0]["name"], prefix, "{v}");
+    assert_eq!(v["kept"][0]["pids"], serde_json::json!([pid]));
+    assert!(n.exists());
+
+    // Killed, and not reaped yet: a zombie still has a /proc entry but is no user.
+    kid.0.kill().unwrap();
+    let start = Instant::now();
+    while !is_zombie(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "watchdog: {pid} never became a zombie"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let v = json(&["gc", "--dry-run", "--prefix", prefix]);
+    assert_eq!(
+        (v["dry_run"].as_bool(), v["removed"][0]["name"].as_str()),
+        (Some(true), Some(prefix)),
+        "{v}"
+    );
+    assert!(n.exists(), "--dry-run removed the store");
+    kid.0.wait().unwrap();
+    let text = ok(&["gc", "--prefix", prefix]);
+    assert!(text.contains(&format!("removed {prefix}")), "{text}");
+    assert!(!n.exists());
+}
+
+#[test]
+fn gc_keeps_stores_in_use_and_reports_foreign_ones() {
+    let tag = format!(
+        "cli-gc-{}-{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let idle = Name(format!("{tag}idle"));
+    let busy = Name(format!("{tag}busy"));
+    let junk = Name(format!("{tag}junk"));
+    ok(&["create", idle.as_str(), "--capacity", "1MiB"]);
+    ok(&["create", busy.as_str(), "--capacity", "1MiB"]);
+    std::fs::write(junk.path(), b"junk").unwrap();
+    let _kid = user(&busy);
+
+    let text = ok(&["gc", "--dry-run", "--prefix", &tag]);
+    assert!(
+        text.contains(&format!("would remove {}", idle.as_str())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("kept {}", busy.as_str())), "{text}");
+    assert!(
+        text.contains(&format!("skipped {}", junk.as_str())),
+        "{text}"
+    );
+    assert!(idle.exists());
+
+    let v = json(&["gc", "--prefix", &tag]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["removed"][0]["name"], idle.as_str());
+    assert_eq!(v["kept"][0]["name"], busy.as_str());
+    assert_eq!(
+        (
+            v["skipped"][0]["name"].as_str(),
+            v["skipped"][0]["problem"].as_str()
+        ),
+        (Some(junk.as_str()), Some("foreign"))
+    );
+    assert!(!idle.exists());
+    assert!(busy.exists() && junk.exists());
+}
+
+#[test]
+fn stat_shows_who_holds_the_lock() {
+    let n = Name::store("lock", "1MiB", &[]);
+    ok_in(&["put", n.as_str(), "k"], b"v");
+    let store = Store::open(n.as_str()).unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        // get_with holds the store's lock while its closure runs.
+        store
+            .get_with("k", |_| {
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+            .unwrap();
+    });
+    locked_rx.recv().unwrap();
+    // Held for more than a second: stat reports it and does not wait to run the check.
+    std::thread::sleep(Duration::from_millis(1200));
+    let s = json(&["stat", n.as_str()]);
+    let text = ok(&["stat", n.as_str()]);
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(s["lock"]["state"], "held", "{s}");
+    assert_eq!(s["lock"]["pid"], std::process::id());
+    assert!(s["lock"]["held_ns"].as_u64().unwrap() >= 1_000_000_000);
+    assert_eq!(s["check"]["state"], "skipped");
+    assert!(s["fragmentation"].is_null());
+    let pid = std::process::id();
+    assert!(text.contains(&format!("held by pid {pid} for")), "{text}");
+    assert_eq!(json(&["stat", n.as_str()])["lock"]["state"], "free");
+}
