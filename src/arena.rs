@@ -196,7 +196,11 @@ pub fn largest_free_block(m: &Mapping) -> Result<Option<(u32, u32)>, Corruption>
 
 /// Units left in the wilderness above `top`.
 pub fn wilderness_units(m: &Mapping) -> u32 {
-    ((m.geo().arena_len - m.header().top.load(Relaxed)) / UNIT).min(u32::MAX as u64) as u32
+    (m.geo()
+        .arena_len
+        .saturating_sub(m.header().top.load(Relaxed))
+        / UNIT)
+        .min(u32::MAX as u64) as u32
 }
 
 /// The largest free region (a free block or the wilderness) and its size in units.
@@ -240,7 +244,9 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
     b.state.store(WRITING, Relaxed);
     let rest = size - units;
     if rest >= MIN_BLOCK_UNITS {
-        let r_unit = unit + units;
+        let r_unit = unit
+            .checked_add(units)
+            .ok_or_else(|| corrupt!("block {unit} splits past the arena"))?;
         let r = m.block(r_unit)?;
         r.size.store(rest, Relaxed);
         r.state.store(FREE, Relaxed);
@@ -258,6 +264,9 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
 fn grow(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
     let h = m.header();
     let top = h.top.load(Relaxed);
+    if top > m.geo().arena_len {
+        return Err(corrupt!("arena top {top} is past the arena"));
+    }
     let end = top + units as u64 * UNIT;
     if end > m.geo().arena_len {
         return Ok(None);
@@ -284,6 +293,9 @@ pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
         return Ok(true);
     }
     let arena = m.geo().arena_len;
+    if committed > arena || end > arena {
+        return Err(corrupt!("committed bytes {committed} are past the arena"));
+    }
     // Commit in steps of 1/32 of the arena (at most 4 MiB), so that a filling store makes
     // few fallocate calls but a large empty one holds little memory.
     let step = (arena / 32).clamp(PAGE, 4 << 20);
@@ -306,6 +318,12 @@ pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
     Ok(true)
 }
 
+/// The size of two neighbours merged; an error if the sizes read cannot be real.
+fn add_units(a: u32, b: u32) -> Result<u32, Corruption> {
+    a.checked_add(b)
+        .ok_or_else(|| corrupt!("merged block sizes {a} + {b} overflow"))
+}
+
 /// Frees block `unit` (already marked `FREE` by the caller: that store is the commit point of
 /// a removal), merging it with free neighbours and giving it back to the wilderness when it is
 /// the last block.
@@ -319,8 +337,10 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         let nb = m.block(n)?;
         if nb.state.load(Relaxed) == FREE {
             unlink_free(m, n)?;
-            b.size
-                .store(b.size.load(Relaxed) + nb.size.load(Relaxed), Relaxed);
+            b.size.store(
+                add_units(b.size.load(Relaxed), nb.size.load(Relaxed))?,
+                Relaxed,
+            );
         }
     }
     // Merge into the previous block.
@@ -332,8 +352,10 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         let pb = m.block(p)?;
         if pb.state.load(Relaxed) == FREE {
             unlink_free(m, p)?;
-            pb.size
-                .store(pb.size.load(Relaxed) + b.size.load(Relaxed), Relaxed);
+            pb.size.store(
+                add_units(pb.size.load(Relaxed), b.size.load(Relaxed))?,
+                Relaxed,
+            );
             unit = p;
             b = pb;
         }

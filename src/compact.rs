@@ -119,7 +119,9 @@ fn by_sliding(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
         if size >= units {
             return Ok(Some(Region::Block(hole)));
         }
-        let next = hole + size;
+        let next = hole
+            .checked_add(size)
+            .ok_or_else(|| corrupt!("free block {hole} reaches past the arena"))?;
         let next_size = l.block(next)?.size.load(Relaxed) as u64;
         if moved + next_size * UNIT > slide_budget(units) {
             return Ok(None);
@@ -142,7 +144,10 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<(), Corruption> {
     let fb = l.block(free)?;
     let lb = l.block(live)?;
     let (f, s) = (fb.size.load(Relaxed), lb.size.load(Relaxed));
-    if fb.state.load(Relaxed) != FREE || lb.state.load(Relaxed) != LIVE || free + f != live {
+    if fb.state.load(Relaxed) != FREE
+        || lb.state.load(Relaxed) != LIVE
+        || free as u64 + f as u64 != live as u64
+    {
         return Err(corrupt!(
             "cannot slide block {live} over block {free}: not a free block before a live one"
         ));

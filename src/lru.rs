@@ -107,6 +107,8 @@ pub fn walk(
     mut each: impl FnMut(u32) -> Result<(), Corruption>,
 ) -> Result<u64, Corruption> {
     let h = m.header();
+    // No list can be longer than the index holds, whatever a scribbled count says.
+    let limit = limit.min(m.geo().max_live());
     let mut prev = NIL;
     let mut cur = h.lru_head.load(Relaxed);
     let mut n = 0u64;

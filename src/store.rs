@@ -333,19 +333,27 @@ impl Store {
                 }
             }
             // Room in the arena.
+            // Each round evicts an object, so there are at most as many rounds as objects.
+            let mut rounds = 0..=l.geo().max_live() + 1;
             let unit = loop {
+                if rounds.next().is_none() {
+                    return Err(crate::error::corrupt!("eviction does not make progress"));
+                }
                 if let Some(unit) = arena::alloc(l, units as u32)? {
                     break unit;
                 }
                 // Enough free bytes, but scattered: move objects rather than evict them.
-                let free = l.geo().arena_len - h.used_bytes.load(Relaxed);
-                if free >= units * UNIT
-                    && let Some(region) = compact::make_room(l, units as u32)?
-                    && let Some(unit) = arena::alloc_in(l, region, units as u32)?
-                {
-                    // The object being replaced may have moved.
+                let free = l.geo().arena_len.saturating_sub(h.used_bytes.load(Relaxed));
+                if free >= units * UNIT {
+                    let region = compact::make_room(l, units as u32)?;
+                    // Moving may have moved the object being replaced, whether or not it made
+                    // enough room.
                     old = index::find(l, key.as_bytes(), hash)?;
-                    break unit;
+                    if let Some(region) = region
+                        && let Some(unit) = arena::alloc_in(l, region, units as u32)?
+                    {
+                        break unit;
+                    }
                 }
                 if strict {
                     return refuse(freed);
@@ -478,7 +486,7 @@ impl Store {
     /// All keys, most recently used first (no order is promised).
     pub fn keys(&self) -> Result<Vec<String>> {
         self.locked(|l| {
-            let mut keys = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
+            let mut keys = Vec::with_capacity(live_estimate(l));
             lru::walk(l, l.header().objects.load(Relaxed), |unit| {
                 let b = l.block(unit)?;
                 let key = l.bytes(
@@ -574,9 +582,15 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     Ok(size)
 }
 
+/// The object count, bounded by what the index can hold (the header's figure may be
+/// scribbled on: never allocate by it unchecked).
+fn live_estimate(l: &Locked) -> usize {
+    l.header().objects.load(Relaxed).min(l.geo().max_live()) as usize
+}
+
 /// Rebuilds the index from the LRU list, clearing its tombstones.
 fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
-    let mut entries = Vec::with_capacity(l.header().objects.load(Relaxed) as usize);
+    let mut entries = Vec::with_capacity(live_estimate(l));
     lru::walk(l, l.header().objects.load(Relaxed), |unit| {
         let b = l.block(unit)?;
         let key = l.bytes(
