@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
+use crate::layout::{BLOCK_HEADER, Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -123,7 +123,7 @@ pub fn alloc_avoiding(
         }
         let b = m.block(cur)?;
         if b.size.load(Relaxed) >= units && !skip(cur) {
-            return take(m, cur, units).map(Some);
+            return take(m, cur, units);
         }
         cur = b.next.load(Relaxed);
     }
@@ -135,7 +135,7 @@ pub fn alloc_avoiding(
             unit = m.block(unit)?.next.load(Relaxed);
         }
         if unit != NIL {
-            return take(m, unit, units).map(Some);
+            return take(m, unit, units);
         }
         from = b;
     }
@@ -164,7 +164,7 @@ fn first_bin_above(m: &Mapping, bin: usize) -> Option<usize> {
 /// Allocates `units` from a region known to be large enough.
 pub fn alloc_in(m: &Mapping, region: Region, units: u32) -> Result<Option<u32>, Corruption> {
     match region {
-        Region::Block(unit) => take(m, unit, units).map(Some),
+        Region::Block(unit) => take(m, unit, units),
         Region::Wilderness => grow(m, units),
     }
 }
@@ -231,8 +231,9 @@ pub fn neighbours(m: &Mapping, region: Region) -> Result<[Option<u32>; 2], Corru
     }
 }
 
-/// Takes free block `unit` off its list and splits off what `units` does not need.
-fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
+/// Takes free block `unit` off its list and splits off what `units` does not need. `Ok(None)`
+/// if the block has holes and /dev/shm cannot back the part that will be written.
+fn take(m: &Mapping, unit: u32, units: u32) -> Result<Option<u32>, Corruption> {
     let b = m.block(unit)?;
     let size = b.size.load(Relaxed);
     if b.state.load(Relaxed) != FREE || size < units {
@@ -240,10 +241,20 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
             "free list holds block {unit} that is not free or too small"
         ));
     }
+    let rest = size - units;
+    let split = rest >= MIN_BLOCK_UNITS;
+    let holes = has_holes(b);
+    if holes {
+        // Back what will be written, the remainder's header included, before writing it.
+        let end = (unit as u64 + units as u64) * UNIT + if split { BLOCK_HEADER } else { 0 };
+        let start = unit as u64 * UNIT;
+        if os::fallocate(m.fd(), m.geo().arena_off + start, end - start).is_err() {
+            return Ok(None);
+        }
+    }
     unlink_free(m, unit)?;
     b.state.store(WRITING, Relaxed);
-    let rest = size - units;
-    if rest >= MIN_BLOCK_UNITS {
+    if split {
         let r_unit = unit
             .checked_add(units)
             .ok_or_else(|| corrupt!("block {unit} splits past the arena"))?;
@@ -251,13 +262,51 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<u32, Corruption> {
         r.size.store(rest, Relaxed);
         r.state.store(FREE, Relaxed);
         r.prev_size.store(units, Relaxed);
+        r.key_len.store(if holes { HOLES } else { 0 }, Relaxed);
         if let Some(n) = next_phys(m, unit, b) {
             m.block(n)?.prev_size.store(rest, Relaxed);
         }
         b.size.store(units, Relaxed); // commit point of the split
         push_free(m, r_unit)?;
     }
-    Ok(unit)
+    Ok(Some(unit))
+}
+
+/// A free block's `key_len` says whether pages inside it may have been given back to the
+/// system (then they must be reserved again before anything is written there).
+pub const HOLES: u32 = u32::MAX;
+
+fn has_holes(b: &Block) -> bool {
+    b.key_len.load(Relaxed) != 0
+}
+
+/// Objects at least this large give their pages back to the system when freed.
+pub const PUNCH_MIN: u64 = 64 << 10;
+
+/// Gives the whole pages inside free block `unit` (after its header) back to the system, if
+/// there are at least [`PUNCH_MIN`] bytes of them. The block is marked first, so a stop in
+/// between leaves a marked block whose pages are still there, which is harmless.
+fn punch_free_block(m: &Mapping, unit: u32, b: &Block) {
+    let start = (unit as u64 * UNIT + BLOCK_HEADER).div_ceil(PAGE) * PAGE;
+    let end = (unit as u64 + b.size.load(Relaxed) as u64) * UNIT / PAGE * PAGE;
+    if end >= start + PUNCH_MIN {
+        b.key_len.store(HOLES, Relaxed);
+        // A failure only means the pages stay: nothing to report.
+        let _ = os::punch_hole(m.fd(), m.geo().arena_off + start, end - start);
+    }
+}
+
+/// Gives back the pages above `top` once there are at least [`PUNCH_MIN`] bytes of them.
+/// `committed` is lowered first, so a stop in between leaves pages that are backed but
+/// counted as not, which is harmless.
+fn shrink_committed(m: &Mapping) {
+    let h = m.header();
+    let keep = h.top.load(Relaxed).div_ceil(PAGE) * PAGE;
+    let committed = h.committed.load(Relaxed);
+    if committed >= keep + PUNCH_MIN && committed <= m.geo().arena_len {
+        h.committed.store(keep, Relaxed);
+        let _ = os::punch_hole(m.fd(), m.geo().arena_off + keep, committed - keep);
+    }
 }
 
 /// Carves a block out of the wilderness above `top`, committing memory for it first.
@@ -332,11 +381,14 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let mut unit = unit;
     let mut b = m.block(unit)?;
     b.state.store(FREE, Relaxed);
+    // It was live, so all its pages are there; neighbours may bring holes.
+    let mut holes = false;
     // Merge with the next block.
     if let Some(n) = next_phys(m, unit, b) {
         let nb = m.block(n)?;
         if nb.state.load(Relaxed) == FREE {
             unlink_free(m, n)?;
+            holes |= has_holes(nb);
             b.size.store(
                 add_units(b.size.load(Relaxed), nb.size.load(Relaxed))?,
                 Relaxed,
@@ -352,6 +404,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         let pb = m.block(p)?;
         if pb.state.load(Relaxed) == FREE {
             unlink_free(m, p)?;
+            holes |= has_holes(pb);
             pb.size.store(
                 add_units(pb.size.load(Relaxed), b.size.load(Relaxed))?,
                 Relaxed,
@@ -360,9 +413,11 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             b = pb;
         }
     }
+    b.key_len.store(if holes { HOLES } else { 0 }, Relaxed);
     match next_phys(m, unit, b) {
         Some(n) => {
             m.block(n)?.prev_size.store(b.size.load(Relaxed), Relaxed);
+            punch_free_block(m, unit, b);
             push_free(m, unit)
         }
         None => {
@@ -371,6 +426,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             let prev = b.prev_size.load(Relaxed);
             h.last_units
                 .store(if unit == 0 { 0 } else { prev }, Relaxed);
+            shrink_committed(m);
             Ok(())
         }
     }

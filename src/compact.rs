@@ -126,7 +126,9 @@ fn by_sliding(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
         if moved + next_size * UNIT > slide_budget(units) {
             return Ok(None);
         }
-        slide(l, hole, next)?;
+        if !slide(l, hole, next)? {
+            return Ok(None);
+        }
         moved += next_size * UNIT;
         hole += next_size as u32;
         if h.top.load(Relaxed) == hole as u64 * UNIT {
@@ -138,8 +140,9 @@ fn by_sliding(l: &Locked, units: u32) -> Result<Option<Region>, Corruption> {
 }
 
 /// Slides live block `live` down over free block `free`, which lies right before it; the
-/// free space ends up after the block (merged with any free space there).
-fn slide(l: &Locked, free: u32, live: u32) -> Result<(), Corruption> {
+/// free space ends up after the block (merged with any free space there). False if the free
+/// block has holes that /dev/shm cannot back again.
+fn slide(l: &Locked, free: u32, live: u32) -> Result<bool, Corruption> {
     let h = l.header();
     let fb = l.block(free)?;
     let lb = l.block(live)?;
@@ -158,6 +161,13 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<(), Corruption> {
     let hash = index::hash(l, key);
     let entry = index::find_unit(l, hash, live)
         .ok_or_else(|| corrupt!("live block {live} is not in the index"))?;
+    if fb.key_len.load(Relaxed) != 0 {
+        // The free block may have given pages back: reserve them before copying into them.
+        let (start, len) = (free as u64 * UNIT, f as u64 * UNIT);
+        if crate::os::fallocate(l.fd(), l.geo().arena_off + start, len).is_err() {
+            return Ok(false);
+        }
+    }
     arena::unlink_free(l, free)?;
     let j = &h.slide;
     j.src.store(live as u64, Relaxed);
@@ -170,7 +180,8 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<(), Corruption> {
     l.block(free)?.prev_size.store(before, Relaxed);
     index::repoint(l, entry, hash, free);
     lru::relink(l, free)?;
-    arena::free(l, free + s)
+    arena::free(l, free + s)?;
+    Ok(true)
 }
 
 /// Completes a journaled slide (a no-op when none is under way): copies the chunks not yet
@@ -214,6 +225,7 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
     let rest = m.block((dst + len / UNIT) as u32)?;
     rest.size.store((src - dst) as u32, Relaxed);
     rest.prev_size.store(moved_units, Relaxed);
+    rest.key_len.store(0, Relaxed); // its pages were all reserved before the slide
     rest.state.store(FREE, Release);
     j.state.store(0, Release);
     Ok(())

@@ -80,6 +80,24 @@ pub fn fallocate(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
         .map(|_| ())
 }
 
+/// Gives the pages of `[off, off + len)` back to the system; they read as zeros afterwards
+/// and take memory again when written (so reserve them with [`fallocate`] first).
+pub fn punch_hole(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(|_| ())
+}
+
+/// Bytes of memory the object holds (its allocated blocks).
+pub fn allocated_bytes(fd: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: an all-zero `stat` is a valid value of that plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a valid out-pointer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_blocks as u64 * 512)
+}
+
 /// A shared read-write mapping of a whole object, unmapped on drop.
 pub struct Map {
     ptr: NonNull<u8>,

@@ -152,6 +152,8 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
         }
         b.state.store(FREE, Relaxed);
         b.size.store(size, Relaxed);
+        // Which of the merged blocks had given pages back is not known: assume any did.
+        b.key_len.store(arena::HOLES, Relaxed);
         if j == blocks.len() {
             top = s.unit as u64 * UNIT;
             h.top.store(top, Relaxed);

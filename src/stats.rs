@@ -20,8 +20,11 @@ pub struct Stats {
     pub value_bytes: u64,
     /// Bytes the arena may hold.
     pub capacity: u64,
-    /// Bytes of the arena backed by memory so far.
+    /// Bytes of the arena reserved (`fallocate`) from its start so far.
     pub committed_bytes: u64,
+    /// Bytes of memory the whole segment holds right now (header, index and arena pages);
+    /// falls when large objects are removed or evicted.
+    pub memory_bytes: u64,
     /// Objects the index accepts before rotation.
     pub max_objects: u64,
     pub hits: u64,
@@ -66,6 +69,7 @@ impl Stats {
             value_bytes: h.value_bytes.load(Relaxed),
             capacity: m.geo().arena_len,
             committed_bytes: h.committed.load(Relaxed),
+            memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
             hits: h.hits.load(Relaxed),
             misses: h.misses.load(Relaxed),

@@ -430,3 +430,70 @@ fn after_a_churn_rotation_makes_room_for_fourteen_64k_objects_in_1mib() {
     }
     s.check().unwrap();
 }
+
+#[test]
+fn removing_large_objects_gives_memory_back() {
+    let s = TempStore::new("punch", opts(64 << 20));
+    let empty = s.stats().unwrap().memory_bytes;
+    for i in 0..16u8 {
+        assert!(s.put_bytes(&format!("big{i}"), &vec![i; 1 << 20]).unwrap());
+    }
+    let full = s.stats().unwrap().memory_bytes;
+    assert!(
+        full >= empty + (16 << 20),
+        "16 MiB stored, memory went {empty} -> {full}"
+    );
+    // Remove every other object: their pages go back although the arena's top stays.
+    for i in (0..16u8).step_by(2) {
+        assert!(s.remove(&format!("big{i}")).unwrap());
+    }
+    let half = s.stats().unwrap().memory_bytes;
+    assert!(
+        half <= full - (7 << 20),
+        "8 MiB removed, memory went {full} -> {half}"
+    );
+    // Reusing the holes works and keeps every byte.
+    for i in (0..16u8).step_by(2) {
+        assert!(
+            s.put_bytes(&format!("big{i}"), &vec![i ^ 0x5a; 1 << 20])
+                .unwrap()
+        );
+    }
+    for i in 0..16u8 {
+        let want = if i % 2 == 0 { i ^ 0x5a } else { i };
+        let got = s.get_bytes(&format!("big{i}")).unwrap().unwrap();
+        assert!(
+            got.len() == 1 << 20 && got.iter().all(|&b| b == want),
+            "big{i} changed"
+        );
+    }
+    s.check().unwrap();
+    // Removing everything gives back nearly all of it.
+    for i in 0..16u8 {
+        s.remove(&format!("big{i}")).unwrap();
+    }
+    let after = s.stats().unwrap().memory_bytes;
+    assert!(
+        after <= empty + (1 << 20),
+        "all removed, memory went {full} -> {after} (empty: {empty})"
+    );
+}
+
+#[test]
+fn rotation_keeps_memory_near_the_capacity() {
+    let s = TempStore::new("punch-rotate", opts(8 << 20));
+    for i in 0..64u32 {
+        assert!(
+            s.put_bytes(&format!("k{i}"), &vec![i as u8; 700 << 10])
+                .unwrap()
+        );
+    }
+    let st = s.stats().unwrap();
+    assert!(st.evictions > 40);
+    assert!(
+        st.memory_bytes <= (8 << 20) + (1 << 20),
+        "memory {} for an 8 MiB store",
+        st.memory_bytes
+    );
+    s.check().unwrap();
+}

@@ -19,9 +19,17 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let key = 0u8..24;
     // Mostly small values, some large enough to force splits, merges, moves and evictions.
-    let size = prop_oneof![4 => 0usize..200, 2 => 200usize..3000, 1 => 3000usize..12000];
+    ops_sized(prop_oneof![4 => 0usize..200, 2 => 200usize..3000, 1 => 3000usize..12000])
+}
+
+/// Values large enough that freeing them gives pages back to the system.
+fn big_op() -> impl Strategy<Value = Op> {
+    ops_sized(prop_oneof![1 => 0usize..2000, 2 => 60_000usize..300_000])
+}
+
+fn ops_sized(size: impl Strategy<Value = usize> + Clone + 'static) -> impl Strategy<Value = Op> {
+    let key = 0u8..24;
     prop_oneof![
         4 => (key.clone(), size).prop_map(|(k, n)| Op::Put(k, n)),
         1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::PutTyped(k, v)),
@@ -139,6 +147,11 @@ proptest! {
     #[test]
     fn rotate_store_behaves_like_an_lru_map(ops in proptest::collection::vec(op(), 1..160)) {
         run(PutPolicy::Rotate, 32 << 10, ops)?;
+    }
+
+    #[test]
+    fn large_objects_with_pages_given_back(ops in proptest::collection::vec(big_op(), 1..60)) {
+        run(PutPolicy::Rotate, 1 << 20, ops)?;
     }
 
     #[test]
