@@ -16,7 +16,10 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A name no other test (or test process) uses.
 pub fn unique_name(tag: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("test-{tag}-{}-{n}-{nanos}", std::process::id())
 }
 
@@ -53,4 +56,195 @@ impl Drop for Cleanup {
 /// Options for tests: no memory threshold (the machine's memory must not decide a test).
 pub fn opts(capacity: u64) -> Options {
     Options::default().capacity(capacity).min_free_mem_pct(0.0)
+}
+
+// ---- Real child processes (tests/cross_process.rs, tests/crash.rs) ---------------------------
+
+/// Environment variable naming the role a re-run test binary plays (absent in a normal run).
+pub const ROLE_VAR: &str = "SHMSTORE_TEST_ROLE";
+/// Environment variable naming the store a child process works on.
+pub const STORE_VAR: &str = "SHMSTORE_TEST_STORE";
+
+/// The role this process was started in by [`ChildProc::spawn`]; `None` in a normal test run,
+/// where a child's test function must return at once.
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// An environment variable a child process needs; panics (the child fails) if it is missing.
+pub fn child_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("child process started without {var}"))
+}
+
+/// The current test binary re-run as a child process that runs one test function in a role.
+/// Dropping it kills (SIGKILL) and reaps the child, so a failing test never leaves it running.
+pub struct ChildProc {
+    child: std::process::Child,
+    label: String,
+    output: Vec<std::thread::JoinHandle<String>>,
+}
+
+impl ChildProc {
+    /// Starts `current_exe --exact test_fn --nocapture --test-threads=1` with the role and the
+    /// store name (and `env`) in its environment. With `capture`, its stdout and stderr are
+    /// collected for [`ChildProc::output`]; without, stdout is discarded and stderr inherited.
+    pub fn spawn(
+        test_fn: &str,
+        role: &str,
+        store: &str,
+        env: &[(&str, String)],
+        capture: bool,
+    ) -> ChildProc {
+        use std::process::Stdio;
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["--exact", test_fn, "--nocapture", "--test-threads=1"])
+            .env(ROLE_VAR, role)
+            .env(STORE_VAR, store);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        if capture {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("spawn the test binary as a child process");
+        let label = format!("child {role} (pid {})", child.id());
+        let mut output = Vec::new();
+        // Drained by threads so a chatty child never blocks on a full pipe.
+        fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        }
+        if let Some(out) = child.stdout.take() {
+            output.push(drain(out));
+        }
+        if let Some(err) = child.stderr.take() {
+            output.push(drain(err));
+        }
+        ChildProc {
+            child,
+            label,
+            output,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the child has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait on a child process")
+    }
+
+    /// Waits for the child to exit; a watchdog kills it and fails the test once `deadline`
+    /// has passed (a generous bound against a hang, never an assertion on speed).
+    pub fn wait_deadline(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let output = self.output();
+                panic!(
+                    "watchdog: {} still running after {deadline:?}; killed it\n{output}",
+                    self.label
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Waits (with the watchdog) and fails the test, showing the child's output, unless the
+    /// child exited with status 0.
+    pub fn expect_success(&mut self, deadline: std::time::Duration) {
+        let status = self.wait_deadline(deadline);
+        if !status.success() {
+            let output = self.output();
+            panic!("{} failed: {status}\n{output}", self.label);
+        }
+    }
+
+    /// Sends SIGKILL and reaps the child; returns its status.
+    pub fn kill_and_wait(&mut self) -> std::process::ExitStatus {
+        let _ = self.child.kill(); // fails only if it was reaped already
+        self.child.wait().expect("reap a killed child")
+    }
+
+    /// Everything the child wrote to stdout and stderr (with `capture`), once it has exited.
+    pub fn output(&mut self) -> String {
+        self.output
+            .drain(..)
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls until `path` exists (the child's "ready" signal). Fails the test, after killing
+    /// the child, if the child exits first or `deadline` passes.
+    pub fn wait_for_file(&mut self, path: &std::path::Path, deadline: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !path.exists() {
+            if let Some(status) = self.try_wait() {
+                let output = self.output();
+                panic!(
+                    "{} exited ({status}) before creating {}\n{output}",
+                    self.label,
+                    path.display()
+                );
+            }
+            if start.elapsed() > deadline {
+                self.kill_and_wait();
+                panic!(
+                    "watchdog: {} did not create {} within {deadline:?}",
+                    self.label,
+                    path.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A fresh directory under the system's temp dir, removed (with its contents) when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("shmstore-{}", unique_name(tag)));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

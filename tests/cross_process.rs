@@ -1,0 +1,584 @@
+//! The store across real processes: opened by name from re-run test binaries, used through a
+//! handle inherited across `fork()`, a lock held by another process (timeout), and a lock
+//! holder killed with SIGKILL (recovery).
+//!
+//! Child processes re-run this test binary with `--exact <child test>`; the role and the store
+//! name travel in environment variables ([`common::ROLE_VAR`], [`common::STORE_VAR`]). In a
+//! normal run the child tests find no role and pass at once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{ChildProc, STORE_VAR, TempDir, TempStore, child_env, child_role, opts};
+use shmstore::{Error, PutPolicy, Store};
+
+/// Generous bound on any wait for a child (a watchdog against hangs, not a speed limit).
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+// ---- 1. Several processes open one store by name ----------------------------------------------
+
+const BY_NAME_CHILDREN: usize = 3;
+const BY_NAME_KEYS: usize = 300;
+
+fn by_name_key(child: usize, j: usize) -> String {
+    format!("c{child}-k{j}")
+}
+
+/// A value that names its key and its writer, of a length that varies with `j`.
+fn by_name_value(child: usize, j: usize) -> String {
+    format!(
+        "{}|child={child}|j={j}|{}",
+        by_name_key(child, j),
+        "x".repeat((j * 37) % 700)
+    )
+}
+
+/// Child role "by-name": opens the store by name, puts its own keys, and reads every other
+/// child's keys as they appear, checking each value and that each writer's puts become
+/// visible in the order they were made.
+#[test]
+fn by_name_child() {
+    if child_role().as_deref() != Some("by-name") {
+        return;
+    }
+    let me: usize = child_env("SHMSTORE_TEST_CHILD").parse().unwrap();
+    let store = Store::open(&child_env(STORE_VAR)).expect("open the store by name");
+    let others: Vec<usize> = (0..BY_NAME_CHILDREN).filter(|&o| o != me).collect();
+    let mut next = vec![0usize; BY_NAME_CHILDREN]; // per writer: first key not seen yet
+    let mut probe = 1usize;
+    // One pass over the other writers: read every key that has appeared since the last pass.
+    let mut poll = |next: &mut Vec<usize>| {
+        for &o in &others {
+            while next[o] < BY_NAME_KEYS {
+                // Puts of one writer are ordered: if a later key of `o` is already there, every
+                // key before it must be there too. Look at the later key first.
+                probe = probe.wrapping_mul(31).wrapping_add(7);
+                let later = next[o] + 1 + probe % 16;
+                let later_seen = later < BY_NAME_KEYS && store.has(&by_name_key(o, later)).unwrap();
+                match store.get::<String>(&by_name_key(o, next[o])).unwrap() {
+                    Some(v) => {
+                        assert_eq!(v, by_name_value(o, next[o]), "value written by child {o}");
+                        next[o] += 1;
+                    }
+                    None => {
+                        assert!(
+                            !later_seen,
+                            "key {later} of child {o} is visible before its key {}",
+                            next[o]
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    for j in 0..BY_NAME_KEYS {
+        assert!(
+            store
+                .put(&by_name_key(me, j), &by_name_value(me, j))
+                .unwrap(),
+            "put refused"
+        );
+        assert_eq!(
+            store.get::<String>(&by_name_key(me, j)).unwrap(),
+            Some(by_name_value(me, j))
+        );
+        poll(&mut next);
+    }
+    let start = Instant::now();
+    while others.iter().any(|&o| next[o] < BY_NAME_KEYS) {
+        assert!(
+            start.elapsed() < WATCHDOG / 2,
+            "other children's keys never all appeared: {next:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        poll(&mut next);
+    }
+}
+
+#[test]
+fn processes_share_a_store_by_name() {
+    let s = TempStore::new("by-name", opts(4 << 20).put_policy(PutPolicy::Strict));
+    let mut kids: Vec<ChildProc> = (0..BY_NAME_CHILDREN)
+        .map(|i| {
+            ChildProc::spawn(
+                "by_name_child",
+                "by-name",
+                &s.name,
+                &[("SHMSTORE_TEST_CHILD", i.to_string())],
+                true,
+            )
+        })
+        .collect();
+    for kid in &mut kids {
+        kid.expect_success(WATCHDOG);
+    }
+    let mut expected = BTreeSet::new();
+    for child in 0..BY_NAME_CHILDREN {
+        for j in 0..BY_NAME_KEYS {
+            let key = by_name_key(child, j);
+            assert_eq!(
+                s.get::<String>(&key).unwrap(),
+                Some(by_name_value(child, j)),
+                "{key}"
+            );
+            expected.insert(key);
+        }
+    }
+    assert_eq!(s.count().unwrap(), BY_NAME_CHILDREN * BY_NAME_KEYS);
+    assert_eq!(
+        s.keys().unwrap().into_iter().collect::<BTreeSet<_>>(),
+        expected
+    );
+    let report = s.check().unwrap();
+    assert_eq!(report.objects, (BY_NAME_CHILDREN * BY_NAME_KEYS) as u64);
+    assert_eq!(
+        s.stats().unwrap().recoveries,
+        0,
+        "no process died, so nothing was recovered"
+    );
+}
+
+// ---- 2. Forked children use the inherited handle ------------------------------------------------
+
+const FORK_WORKERS: usize = 2;
+const FORK_KEYS: usize = 300;
+
+fn fork_key(worker: usize, j: usize) -> String {
+    format!("w{worker}-{j}")
+}
+
+fn fork_value(worker: usize, j: usize) -> Vec<u64> {
+    (0..(j % 50) as u64)
+        .map(|i| (worker as u64) << 32 | (j as u64) << 8 | i)
+        .collect()
+}
+
+/// What a forked worker does with the handle it inherited. Errors are returned, never
+/// panicked, so that the child never unwinds into the test harness.
+fn fork_worker(store: &Store, me: usize, parent: u32) -> Result<(), String> {
+    let e = |what: &str, err: Error| format!("worker {me}: {what}: {err}");
+    // The inherited handle registers this process on its first operation here.
+    let procs = store.processes();
+    if !procs.contains(&std::process::id()) || !procs.contains(&parent) {
+        return Err(format!(
+            "worker {me}: processes() is {procs:?}, without this child or the parent {parent}"
+        ));
+    }
+    for j in 0..FORK_KEYS {
+        let key = fork_key(me, j);
+        if !store
+            .put(&key, &fork_value(me, j))
+            .map_err(|err| e("put", err))?
+        {
+            return Err(format!("worker {me}: put of {key} refused"));
+        }
+        if store.get::<Vec<u64>>(&key).map_err(|err| e("get", err))? != Some(fork_value(me, j)) {
+            return Err(format!("worker {me}: {key} did not read back"));
+        }
+    }
+    // The parent's keys, put before the fork.
+    for j in 0..10 {
+        let got = store
+            .get::<String>(&format!("parent-{j}"))
+            .map_err(|err| e("get", err))?;
+        if got != Some(format!("from the parent {j}")) {
+            return Err(format!("worker {me}: parent-{j} reads {got:?}"));
+        }
+    }
+    // The other workers' keys, as they appear.
+    let start = Instant::now();
+    for other in (0..FORK_WORKERS).filter(|&o| o != me) {
+        for j in 0..FORK_KEYS {
+            loop {
+                match store
+                    .get::<Vec<u64>>(&fork_key(other, j))
+                    .map_err(|err| e("get", err))?
+                {
+                    Some(v) if v == fork_value(other, j) => break,
+                    Some(v) => {
+                        return Err(format!("worker {me}: {} reads {v:?}", fork_key(other, j)));
+                    }
+                    None if start.elapsed() > WATCHDOG / 2 => {
+                        return Err(format!(
+                            "worker {me}: {} never appeared",
+                            fork_key(other, j)
+                        ));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        }
+    }
+    // A second handle, opened by name in the child and dropped there, destroys nothing.
+    if me == 0 {
+        let again = Store::open(store.name()).map_err(|err| e("open by name", err))?;
+        if again
+            .get::<Vec<u64>>(&fork_key(me, 1))
+            .map_err(|err| e("get", err))?
+            != Some(fork_value(me, 1))
+        {
+            return Err(format!(
+                "worker {me}: a second handle does not see the data"
+            ));
+        }
+        drop(again);
+    }
+    Ok(())
+}
+
+/// Kills and reaps forked children that have not been reaped (when the test fails early).
+struct Forked(Vec<libc::pid_t>);
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: `pid` is a child of this process that has not been reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn forked_children_use_the_inherited_handle() {
+    let s = TempStore::new("fork", opts(4 << 20).put_policy(PutPolicy::Strict));
+    for j in 0..10 {
+        s.put(&format!("parent-{j}"), &format!("from the parent {j}"))
+            .unwrap();
+    }
+    // A handle each child owns outright (its only copy of this `Store`), to drop there.
+    let own = Store::open(&s.name).unwrap();
+    let parent = std::process::id();
+    let mut forked = Forked(Vec::new());
+    for me in 0..FORK_WORKERS {
+        // SAFETY: the child only runs `fork_worker` (store calls, allocation, formatting: all
+        // usable after fork with glibc), writes to fd 2 and `_exit`s; it never returns into the
+        // test harness and runs no destructors.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fork_worker(&s.store, me, parent)?;
+                // Dropping a handle in the child (its last copy there) unmaps it there only.
+                if own.get::<String>("parent-0").ok().flatten().is_none() {
+                    return Err(format!("worker {me}: the owned handle does not read"));
+                }
+                drop(own);
+                Ok(())
+            }));
+            let code = match result {
+                Ok(Ok(())) => 0,
+                Ok(Err(msg)) => {
+                    let msg = format!("{msg}\n");
+                    // SAFETY: writes a live buffer to stderr.
+                    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+                    1
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ends the forked child without unwinding or running destructors (which
+            // would destroy the parent's store through the inherited `TempStore`).
+            unsafe { libc::_exit(code) };
+        }
+        forked.0.push(pid);
+    }
+    let workers = forked.0.clone();
+    // Reap every worker, with a watchdog.
+    let start = Instant::now();
+    while let Some(&pid) = forked.0.first() {
+        let mut status = 0;
+        // SAFETY: `pid` is an unreaped child; `status` is a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(rc >= 0, "waitpid: {}", std::io::Error::last_os_error());
+        if rc == 0 {
+            assert!(
+                start.elapsed() < WATCHDOG,
+                "watchdog: forked worker {pid} still running (killed on drop)"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        forked.0.remove(0);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "forked worker {pid} failed (wait status {status:#x}; its message is on stderr)"
+        );
+    }
+    // The children have exited (and one dropped a handle of its own): the store is intact.
+    assert!(
+        shmstore::valid(&s.name),
+        "a child's exit destroyed the store"
+    );
+    let reopened = Store::open(&s.name).unwrap();
+    for worker in 0..FORK_WORKERS {
+        for j in 0..FORK_KEYS {
+            assert_eq!(
+                reopened.get::<Vec<u64>>(&fork_key(worker, j)).unwrap(),
+                Some(fork_value(worker, j))
+            );
+        }
+    }
+    for j in 0..10 {
+        assert_eq!(
+            s.get::<String>(&format!("parent-{j}")).unwrap(),
+            Some(format!("from the parent {j}"))
+        );
+    }
+    assert_eq!(
+        own.get::<Vec<u64>>(&fork_key(0, 3)).unwrap(),
+        Some(fork_value(0, 3))
+    );
+    assert_eq!(s.count().unwrap(), FORK_WORKERS * FORK_KEYS + 10);
+    s.check().unwrap();
+    assert_eq!(s.stats().unwrap().recoveries, 0);
+    // The workers are gone from the attach table; this process has three handles open.
+    let procs = s.processes();
+    assert!(
+        !procs.iter().any(|&p| workers.contains(&(p as libc::pid_t))),
+        "exited workers are still listed: {procs:?} (workers {workers:?})"
+    );
+    assert_eq!(
+        procs.iter().filter(|&&p| p == parent).count(),
+        3,
+        "{procs:?}"
+    );
+}
+
+// ---- 3 and 4. A lock held by another process ----------------------------------------------------
+
+/// Child role "hold": takes the store's lock inside `get_with("held", ..)`, creates the marker
+/// file (the lock is held from then on), and keeps the lock until the release file appears or
+/// `SHMSTORE_TEST_HOLD_MS` have passed.
+#[test]
+fn holder_child() {
+    if child_role().as_deref() != Some("hold") {
+        return;
+    }
+    let store = Store::open(&child_env(STORE_VAR)).expect("open the store by name");
+    let marker = PathBuf::from(child_env("SHMSTORE_TEST_MARKER"));
+    let release = PathBuf::from(child_env("SHMSTORE_TEST_RELEASE"));
+    let hold = Duration::from_millis(child_env("SHMSTORE_TEST_HOLD_MS").parse().unwrap());
+    let len = store
+        .get_with("held", |bytes| {
+            std::fs::write(&marker, b"locked").expect("write the marker file");
+            let start = Instant::now();
+            while !release.exists() && start.elapsed() < hold {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            bytes.len()
+        })
+        .expect("get_with in the holder");
+    assert!(len.is_some(), "the key to hold the lock on is missing");
+}
+
+/// Starts a holder child on `store` and waits until it holds the lock.
+fn start_holder(store: &TempStore, dir: &TempDir, hold: Duration) -> ChildProc {
+    let env = [
+        (
+            "SHMSTORE_TEST_MARKER",
+            dir.join("locked").display().to_string(),
+        ),
+        (
+            "SHMSTORE_TEST_RELEASE",
+            dir.join("release").display().to_string(),
+        ),
+        ("SHMSTORE_TEST_HOLD_MS", hold.as_millis().to_string()),
+    ];
+    let mut kid = ChildProc::spawn("holder_child", "hold", &store.name, &env, true);
+    kid.wait_for_file(&dir.join("locked"), WATCHDOG);
+    assert_eq!(
+        store.stats().unwrap().lock_owner,
+        kid.id(),
+        "the holder's pid is recorded as lock owner"
+    );
+    assert!(
+        store.processes().contains(&kid.id()),
+        "the holder is not listed among the processes that have the store open"
+    );
+    kid
+}
+
+#[test]
+fn a_lock_held_by_another_process_times_out_after_the_lock_timeout() {
+    let timeout = Duration::from_millis(300);
+    let s = TempStore::new("timeout", opts(1 << 20).lock_timeout(timeout));
+    let dir = TempDir::new("timeout");
+    s.put("held", "the holder reads this").unwrap();
+    let before = s.stats().unwrap().lock_timeouts;
+    let mut kid = start_holder(&s, &dir, WATCHDOG);
+
+    let start = Instant::now();
+    let put = s.put("x", &1u32);
+    let waited = start.elapsed();
+    match put {
+        Err(Error::Timeout {
+            name,
+            waited: reported,
+        }) => {
+            assert_eq!(name, s.name);
+            assert_eq!(reported, timeout);
+        }
+        other => panic!("a put while another process holds the lock gave {other:?}, not Timeout"),
+    }
+    assert!(
+        waited >= timeout,
+        "the put gave up after {waited:?}, before the lock timeout {timeout:?}"
+    );
+
+    let start = Instant::now();
+    assert!(matches!(
+        s.get::<String>("held"),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(start.elapsed() >= timeout);
+
+    assert_eq!(s.stats().unwrap().lock_timeouts, before + 2);
+    // The premise: the holder was holding the lock all along.
+    assert!(
+        kid.try_wait().is_none(),
+        "the holder exited early: {}",
+        kid.output()
+    );
+    assert_eq!(s.stats().unwrap().lock_owner, kid.id());
+
+    std::fs::write(dir.join("release"), b"").unwrap();
+    kid.expect_success(WATCHDOG);
+    assert_eq!(s.stats().unwrap().lock_owner, 0);
+    assert_eq!(
+        s.get::<u32>("x").unwrap(),
+        None,
+        "a put that timed out stored something"
+    );
+    assert!(s.put("x", &1u32).unwrap());
+    assert_eq!(s.get::<u32>("x").unwrap(), Some(1));
+    assert_eq!(
+        s.get::<String>("held").unwrap().as_deref(),
+        Some("the holder reads this")
+    );
+    s.check().unwrap();
+    assert_eq!(s.stats().unwrap().recoveries, 0);
+}
+
+fn fill(s: &Store, n: usize) {
+    for i in 0..n {
+        assert!(
+            s.put(
+                &format!("k{i}"),
+                &format!("value {i} {}", "y".repeat(i * 13 % 500))
+            )
+            .unwrap()
+        );
+    }
+}
+
+fn check_filled(s: &Store, n: usize) {
+    for i in 0..n {
+        let want = format!("value {i} {}", "y".repeat(i * 13 % 500));
+        assert_eq!(
+            s.get::<String>(&format!("k{i}")).unwrap(),
+            Some(want),
+            "k{i}"
+        );
+    }
+}
+
+#[test]
+fn a_lock_holder_killed_with_sigkill_does_not_wedge_the_store() {
+    // A long timeout: if the dead holder's lock were not recovered, the next operation would
+    // fail with Timeout (after 10 s), not hang.
+    let s = TempStore::new(
+        "sigkill",
+        opts(1 << 20).lock_timeout(Duration::from_secs(10)),
+    );
+    let dir = TempDir::new("sigkill");
+    s.put("held", "the holder reads this").unwrap();
+    fill(&s, 100);
+    let before = s.stats().unwrap().recoveries;
+    let mut kid = start_holder(&s, &dir, WATCHDOG);
+    let status = kid.kill_and_wait();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the holder was killed by SIGKILL"
+    );
+    assert_eq!(
+        s.stats().unwrap().lock_owner,
+        kid.id(),
+        "the dead holder still owns the lock"
+    );
+    assert!(
+        !s.processes().contains(&kid.id()),
+        "a killed process is still listed as having the store open"
+    );
+
+    // The next operation gets through and recovers.
+    match s.get::<String>("held") {
+        Ok(Some(v)) => assert_eq!(v, "the holder reads this"),
+        other => panic!("the first operation after the holder died gave {other:?}"),
+    }
+    let stats = s.stats().unwrap();
+    assert!(
+        stats.recoveries > before,
+        "no recovery was counted after the holder died"
+    );
+    assert_eq!(stats.lock_owner, 0);
+    check_filled(&s, 100);
+    assert_eq!(s.count().unwrap(), 101);
+    s.check().unwrap();
+    assert!(s.put("after", &7u8).unwrap());
+    assert_eq!(s.get::<u8>("after").unwrap(), Some(7));
+    assert_eq!(
+        s.stats().unwrap().recoveries,
+        stats.recoveries,
+        "one recovery is enough"
+    );
+}
+
+#[test]
+fn a_waiter_gets_the_lock_when_the_holder_is_killed() {
+    let s = TempStore::new(
+        "waiter",
+        opts(1 << 20).lock_timeout(Duration::from_secs(20)),
+    );
+    let dir = TempDir::new("waiter");
+    s.put("held", "the holder reads this").unwrap();
+    fill(&s, 50);
+    let mut kid = start_holder(&s, &dir, WATCHDOG);
+
+    // A thread of this process blocks on the lock...
+    let waiter = {
+        let store = s.store.clone();
+        std::thread::spawn(move || store.put("from the waiter", &42u64))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !waiter.is_finished(),
+        "the waiter got through while the lock was held"
+    );
+    // ...until the holder dies.
+    assert_eq!(kid.kill_and_wait().signal(), Some(libc::SIGKILL));
+    let start = Instant::now();
+    while !waiter.is_finished() {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "watchdog: the waiter never got the lock"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match waiter.join().unwrap() {
+        Ok(true) => {}
+        other => panic!("the waiting put gave {other:?} after the holder died"),
+    }
+    assert!(s.stats().unwrap().recoveries >= 1);
+    assert_eq!(s.get::<u64>("from the waiter").unwrap(), Some(42));
+    check_filled(&s, 50);
+    assert_eq!(s.count().unwrap(), 52);
+    s.check().unwrap();
+}
