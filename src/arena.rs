@@ -51,6 +51,7 @@ pub fn push_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         m.block(old)?.prev.store(unit, Relaxed);
     }
     head.store(unit, Relaxed);
+    fault!();
     set_bit(m, bin, true);
     Ok(())
 }
@@ -68,11 +69,13 @@ pub fn unlink_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             ));
         }
         head.store(next, Relaxed);
+        fault!();
         if next == NIL {
             set_bit(m, bin, false);
         }
     } else {
         m.block(prev)?.next.store(next, Relaxed);
+        fault!();
     }
     if next != NIL {
         m.block(next)?.prev.store(prev, Relaxed);
@@ -255,6 +258,7 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<Option<u32>, Corruption> {
     unlink_free(m, unit)?;
     b.state.store(WRITING, Relaxed);
     if split {
+        fault!();
         let r_unit = unit
             .checked_add(units)
             .ok_or_else(|| corrupt!("block {unit} splits past the arena"))?;
@@ -263,10 +267,12 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<Option<u32>, Corruption> {
         r.state.store(FREE, Relaxed);
         r.prev_size.store(units, Relaxed);
         r.key_len.store(if holes { HOLES } else { 0 }, Relaxed);
+        fault!();
         if let Some(n) = next_phys(m, unit, b) {
             m.block(n)?.prev_size.store(rest, Relaxed);
         }
         b.size.store(units, Relaxed); // commit point of the split
+        fault!();
         push_free(m, r_unit)?;
     }
     Ok(Some(unit))
@@ -291,6 +297,7 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block) {
     let end = (unit as u64 + b.size.load(Relaxed) as u64) * UNIT / PAGE * PAGE;
     if end >= start + PUNCH_MIN {
         b.key_len.store(HOLES, Relaxed);
+        fault!();
         // A failure only means the pages stay: nothing to report.
         let _ = os::punch_hole(m.fd(), m.geo().arena_off + start, end - start);
     }
@@ -305,6 +312,7 @@ fn shrink_committed(m: &Mapping) {
     let committed = h.committed.load(Relaxed);
     if committed >= keep + PUNCH_MIN && committed <= m.geo().arena_len {
         h.committed.store(keep, Relaxed);
+        fault!();
         let _ = os::punch_hole(m.fd(), m.geo().arena_off + keep, committed - keep);
     }
 }
@@ -328,7 +336,9 @@ fn grow(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
     b.size.store(units, Relaxed);
     b.state.store(WRITING, Relaxed);
     b.prev_size.store(h.last_units.load(Relaxed), Relaxed);
+    fault!();
     h.top.store(end, Relaxed); // commit point of the growth
+    fault!();
     h.last_units.store(units, Relaxed);
     Ok(Some(unit))
 }
@@ -381,6 +391,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let mut unit = unit;
     let mut b = m.block(unit)?;
     b.state.store(FREE, Relaxed);
+    fault!();
     // It was live, so all its pages are there; neighbours may bring holes.
     let mut holes = false;
     // Merge with the next block.
@@ -395,6 +406,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             );
         }
     }
+    fault!();
     // Merge into the previous block.
     let ps = b.prev_size.load(Relaxed);
     if ps != 0 {
@@ -413,6 +425,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             b = pb;
         }
     }
+    fault!();
     b.key_len.store(if holes { HOLES } else { 0 }, Relaxed);
     match next_phys(m, unit, b) {
         Some(n) => {
@@ -423,6 +436,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
         None => {
             // The last block: back to the wilderness.
             h.top.store(unit as u64 * UNIT, Relaxed);
+            fault!();
             let prev = b.prev_size.load(Relaxed);
             h.last_units
                 .store(if unit == 0 { 0 } else { prev }, Relaxed);

@@ -74,6 +74,7 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     let Some(dest) = arena::alloc_avoiding(l, need as u32, Some(avoid))? else {
         return Ok(false);
     };
+    fault!();
     let d = l.block(dest)?;
     d.key_len.store(key_len as u32, Relaxed);
     d.val_len.store(val_len as u64, Relaxed);
@@ -85,6 +86,7 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
         key_len + val_len,
     )?;
     d.state.store(LIVE, Release);
+    fault!();
 
     let key = l.bytes(dest as u64 * UNIT + BLOCK_HEADER, key_len)?;
     let hash = index::hash(l, key);
@@ -92,12 +94,16 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
         Some(found) if found.unit == unit => index::repoint(l, found, hash, dest),
         _ => return Err(corrupt!("live block {unit} is not in the index")),
     }
+    fault!();
     lru::replace(l, unit, dest)?;
+    fault!();
     let (old_size, new_size) = (b.size.load(Relaxed) as u64, d.size.load(Relaxed) as u64);
     b.state.store(FREE, Release);
+    fault!();
     arena::free(l, unit)?;
     h.used_bytes.fetch_add(new_size * UNIT, Relaxed);
     h.used_bytes.fetch_sub(old_size * UNIT, Relaxed);
+    h.moves.fetch_add(1, Relaxed);
     Ok(true)
 }
 
@@ -175,12 +181,16 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<bool, Corruption> {
     j.len.store(s as u64 * UNIT, Relaxed);
     j.done.store(0, Relaxed);
     j.state.store(SLIDING, Release); // commit point: from here recovery finishes the slide
+    fault!();
     finish_slide(l)?;
     // Derived data: the moved block's neighbours, index entry and LRU links.
     l.block(free)?.prev_size.store(before, Relaxed);
     index::repoint(l, entry, hash, free);
+    fault!();
     lru::relink(l, free)?;
+    fault!();
     arena::free(l, free + s)?;
+    l.header().moves.fetch_add(1, Relaxed);
     Ok(true)
 }
 
@@ -220,6 +230,7 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
         m.copy_within(src * UNIT + done, dst * UNIT + done, n as usize)?;
         done += n;
         j.done.store(done, Release);
+        fault!();
     }
     let moved_units = (len / UNIT) as u32;
     let rest = m.block((dst + len / UNIT) as u32)?;
@@ -227,6 +238,8 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
     rest.prev_size.store(moved_units, Relaxed);
     rest.key_len.store(0, Relaxed); // its pages were all reserved before the slide
     rest.state.store(FREE, Release);
+    fault!();
     j.state.store(0, Release);
+    fault!();
     Ok(())
 }

@@ -110,6 +110,7 @@ pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
         let s = slot.load(Relaxed);
         if s == EMPTY || s == TOMBSTONE {
             slot.store(pack(hash, unit), Relaxed);
+            fault!();
             h.index_live.fetch_add(1, Relaxed);
             if s == TOMBSTONE {
                 h.index_tombstones.fetch_sub(1, Relaxed);
@@ -135,6 +136,7 @@ pub fn remove(m: &Mapping, found: Found) {
         m.slot(found.slot).store(EMPTY, Relaxed);
     } else {
         m.slot(found.slot).store(TOMBSTONE, Relaxed);
+        fault!();
         h.index_tombstones.fetch_add(1, Relaxed);
     }
     h.index_live.fetch_sub(1, Relaxed);

@@ -122,7 +122,9 @@ pub struct Header {
     pub lock_timeouts: AtomicU64,
     pub recoveries: AtomicU64,
     pub resets: AtomicU64,
-    pub _reserved2: [AtomicU64; 7],
+    /// Live blocks moved to make room (relocated or slid) instead of evicting.
+    pub moves: AtomicU64,
+    pub _reserved2: [AtomicU64; 6],
     // open handles
     pub attach: [AttachSlot; ATTACH_SLOTS],
 }

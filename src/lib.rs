@@ -33,11 +33,23 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// A fault point: with feature `fault-injection`, a place where a crash test may kill the
+/// process; nothing otherwise.
+macro_rules! fault {
+    () => {
+        #[cfg(feature = "fault-injection")]
+        $crate::fault::point();
+    };
+}
+
 mod arena;
 mod attach;
 mod codec;
 mod compact;
 mod error;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 mod index;
 mod layout;
 mod lock;

@@ -14,6 +14,7 @@ pub fn push_front(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let old = h.lru_head.load(Relaxed);
     b.prev.store(NIL, Relaxed);
     b.next.store(old, Relaxed);
+    fault!();
     if old == NIL {
         h.lru_tail.store(unit, Relaxed);
     } else {
@@ -35,8 +36,10 @@ pub fn unlink(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             ));
         }
         h.lru_head.store(next, Relaxed);
+        fault!();
     } else {
         m.block(prev)?.next.store(next, Relaxed);
+        fault!();
     }
     if next == NIL {
         if h.lru_tail.load(Relaxed) != unit {
@@ -56,6 +59,7 @@ pub fn replace(m: &Mapping, old: u32, new: u32) -> Result<(), Corruption> {
     let (o, n) = (m.block(old)?, m.block(new)?);
     n.prev.store(o.prev.load(Relaxed), Relaxed);
     n.next.store(o.next.load(Relaxed), Relaxed);
+    fault!();
     relink(m, new)
 }
 

@@ -86,10 +86,12 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     let h = l.header();
     let mut report = Rebuilt::default();
     crate::compact::finish_slide(l)?;
+    fault!();
     let blocks = scan(l)?;
 
     // Index: every sensible live block; of two with one key, the later put wins.
     index::clear(l);
+    fault!();
     for s in blocks.iter().filter(|s| s.state == LIVE) {
         let b = l.block(s.unit)?;
         let Some(key) = live_key(l, s)? else {
@@ -154,6 +156,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
         b.size.store(size, Relaxed);
         // Which of the merged blocks had given pages back is not known: assume any did.
         b.key_len.store(arena::HOLES, Relaxed);
+        fault!();
         if j == blocks.len() {
             top = s.unit as u64 * UNIT;
             h.top.store(top, Relaxed);
@@ -179,6 +182,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     let (mut max_stamp, mut max_seq) = (0u64, 0u64);
     for &(stamp, unit) in live.iter().rev() {
         lru::push_front(l, unit)?;
+        fault!();
         max_stamp = max_stamp.max(stamp);
         max_seq = max_seq.max(l.block(unit)?.seq.load(Relaxed));
     }

@@ -36,6 +36,8 @@ pub struct Stats {
     pub removes: u64,
     /// Objects rotated out to make room.
     pub evictions: u64,
+    /// Objects moved inside the arena to make room (instead of evicting).
+    pub moves: u64,
     /// Operations that gave up waiting for the lock.
     pub lock_timeouts: u64,
     /// Times a process repaired the store after a lock holder died (or after corruption).
@@ -77,6 +79,7 @@ impl Stats {
             refused_puts: h.refused_puts.load(Relaxed),
             removes: h.removes.load(Relaxed),
             evictions: h.evictions.load(Relaxed),
+            moves: h.moves.load(Relaxed),
             lock_timeouts: h.lock_timeouts.load(Relaxed),
             recoveries: h.recoveries.load(Relaxed),
             resets: h.resets.load(Relaxed),

@@ -372,11 +372,13 @@ impl Store {
             match old {
                 Some(f) => {
                     index::repoint(l, f, hash, unit);
+                    fault!();
                     retire(l, f.unit)?;
                 }
                 None => index::insert(l, hash, unit)?,
             }
             lru::push_front(l, unit)?;
+            fault!();
             h.objects.fetch_add(1, Relaxed);
             // The block may be a little larger than asked for (a remainder too small to split).
             h.used_bytes
@@ -442,6 +444,7 @@ impl Store {
             let b = l.block(found.unit)?;
             b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
             lru::touch(l, found.unit)?;
+            fault!();
             h.hits.fetch_add(1, Relaxed);
             let off = found.unit as u64 * UNIT + BLOCK_HEADER + key.len() as u64;
             let len = usize::try_from(b.val_len.load(Relaxed))
@@ -537,11 +540,15 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     b.key_len.store(key.len() as u32, Relaxed);
     b.val_len.store(value.len() as u64, Relaxed);
     b.seq.store(h.seq.fetch_add(1, Relaxed) + 1, Relaxed);
+    fault!();
     b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
     let off = unit as u64 * UNIT + BLOCK_HEADER;
     l.write(off, key)?;
+    fault!();
     l.write(off + key.len() as u64, value)?;
+    fault!();
     b.state.store(LIVE, Release);
+    fault!();
     Ok(())
 }
 
@@ -564,6 +571,7 @@ fn found_by_block(l: &Locked, unit: u32) -> Result<Found, Corruption> {
 /// the LRU list and the counts. Returns the bytes freed.
 fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
     index::remove(l, found);
+    fault!();
     retire(l, found.unit)
 }
 
@@ -574,8 +582,11 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     let size = b.size.load(Relaxed) as u64 * UNIT;
     let val = b.val_len.load(Relaxed);
     b.state.store(crate::layout::FREE, Release);
+    fault!();
     lru::unlink(l, unit)?;
+    fault!();
     arena::free(l, unit)?;
+    fault!();
     h.objects.fetch_sub(1, Relaxed);
     h.used_bytes.fetch_sub(size, Relaxed);
     h.value_bytes.fetch_sub(val, Relaxed);

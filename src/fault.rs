@@ -1,0 +1,30 @@
+//! Fault points for crash tests (feature `fault-injection`, never in a normal build).
+//!
+//! Every mutating path calls [`fault!`](crate::fault!) between its steps. A test arms the
+//! process with a step number N; the N-th fault point reached then kills the process with
+//! SIGKILL, exactly as if the OOM killer had struck there, lock held. Running a fixed
+//! scenario once per N kills every step of every path it takes at least once.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+static ARMED_AT: AtomicU64 = AtomicU64::new(0);
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a fault point; kills the process if it is the one armed.
+pub fn point() {
+    let n = HITS.fetch_add(1, Relaxed) + 1;
+    if n == ARMED_AT.load(Relaxed) {
+        crate::os::kill_self();
+    }
+}
+
+/// Kills this process at the `step`-th fault point from now (0: never), and restarts the count.
+pub fn arm(step: u64) {
+    HITS.store(0, Relaxed);
+    ARMED_AT.store(step, Relaxed);
+}
+
+/// Fault points passed since the last [`arm`].
+pub fn hits() -> u64 {
+    HITS.load(Relaxed)
+}

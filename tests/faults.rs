@@ -1,0 +1,265 @@
+//! Deterministic crash test: a fixed scenario is run once per fault point, and the process is
+//! killed (SIGKILL, lock held) at that point; so every step of every mutating path the
+//! scenario takes is interrupted at least once. After each kill a second process may be
+//! killed again during the recovery itself. The survivor then checks that the store passes
+//! `check()` and holds exactly the state before or after the interrupted operation.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use common::{ChildProc, Cleanup, TempDir, child_env, child_role, unique_name};
+use shmstore::{Options, PutPolicy, Store};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, usize),
+    Remove(String),
+    Get(String),
+}
+
+/// The scenario: fills with mixed sizes (some large enough to give pages back when freed),
+/// replaces, removes, reads, puts that need compaction, churn that rebuilds the index.
+fn scenario() -> Vec<Op> {
+    let put = |k: &str, n| Op::Put(k.to_owned(), n);
+    let rm = |k: &str| Op::Remove(k.to_owned());
+    let mut ops = vec![
+        put("a", 100),
+        put("b", 3000),
+        put("c", 90_000),
+        put("d", 500),
+        put("e", 70_000),
+        put("f", 20),
+        put("g", 9000),
+        put("h", 150_000),
+        put("b", 6000),
+        put("c", 40),
+        put("g", 9000),
+        rm("a"),
+        rm("d"),
+        rm("f"),
+        Op::Get("e".into()),
+        Op::Get("zz".into()),
+        put("i", 200_000),
+        rm("e"),
+        put("j", 120_000),
+        put("k", 60),
+    ];
+    for j in 0..14 {
+        ops.push(put(&format!("t{j}"), 30 + j));
+        ops.push(rm(&format!("t{j}")));
+    }
+    ops.extend([
+        rm("h"),
+        put("h", 100_000),
+        rm("zz"),
+        put("c", 65_000),
+        Op::Get("c".into()),
+    ]);
+    ops
+}
+
+/// Capacity 512 KiB: the scenario fills it, so some puts need compaction and some are refused.
+fn options() -> Options {
+    Options::default()
+        .capacity(512 << 10)
+        .max_objects(16)
+        .min_free_mem_pct(0.0)
+        .put_policy(PutPolicy::Strict)
+        .lock_timeout(Duration::from_secs(20))
+}
+
+/// The value the scenario's `step`-th operation puts under `key`: self-describing.
+fn value(key: &str, step: usize, len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = format!("{key}@{step}:").into_bytes();
+    v.extend((0..len).map(|i| (i as u8).wrapping_mul(7) ^ step as u8));
+    v
+}
+
+type State = BTreeMap<String, Vec<u8>>;
+
+/// The states after each operation, given whether each put was stored.
+fn states(ops: &[Op], stored: &[bool]) -> Vec<State> {
+    let mut out = vec![State::new()];
+    for (i, op) in ops.iter().enumerate() {
+        let mut s = out[i].clone();
+        match op {
+            Op::Put(k, n) if stored[i] => {
+                s.insert(k.clone(), value(k, i, *n));
+            }
+            Op::Remove(k) => {
+                s.remove(k);
+            }
+            _ => {}
+        }
+        out.push(s);
+    }
+    out
+}
+
+fn contents(store: &Store) -> State {
+    let mut s = State::new();
+    for k in store.keys().unwrap() {
+        s.insert(k.clone(), store.get_bytes(&k).unwrap().unwrap());
+    }
+    s
+}
+
+/// The child: runs the scenario, armed to die at fault point `SHMSTORE_FAULT_AT` (0: never),
+/// appending `index stored` to the log after each operation returns.
+#[test]
+fn fault_child() {
+    let Some(role) = child_role() else { return };
+    let store = Store::open(&child_env(common::STORE_VAR)).unwrap();
+    let at: u64 = child_env("SHMSTORE_FAULT_AT").parse().unwrap();
+    if role == "recover" {
+        shmstore::fault::arm(at);
+        store.count().unwrap();
+        shmstore::fault::arm(0);
+        return;
+    }
+    let mut log = std::fs::File::create(child_env("SHMSTORE_FAULT_LOG")).unwrap();
+    shmstore::fault::arm(at);
+    for (i, op) in scenario().iter().enumerate() {
+        let stored = match op {
+            Op::Put(k, n) => store.put_bytes(k, &value(k, i, *n)).unwrap(),
+            Op::Remove(k) => store.remove(k).unwrap(),
+            Op::Get(k) => store.get_bytes(k).unwrap().is_some(),
+        };
+        log.write_all(format!("{i} {}\n", stored as u8).as_bytes())
+            .unwrap();
+    }
+    let hits = shmstore::fault::hits();
+    shmstore::fault::arm(0);
+    log.write_all(format!("hits {hits}\n").as_bytes()).unwrap();
+}
+
+struct Run {
+    /// Per completed operation, whether it stored (or removed, or found) something.
+    done: Vec<bool>,
+    /// Fault points passed, when the scenario ran to its end.
+    hits: Option<u64>,
+    killed: bool,
+}
+
+fn run_child(name: &str, dir: &TempDir, at: u64) -> Run {
+    let log = dir.join(&format!("log-{at}"));
+    let env = [
+        ("SHMSTORE_FAULT_AT", at.to_string()),
+        ("SHMSTORE_FAULT_LOG", log.display().to_string()),
+    ];
+    let mut child = ChildProc::spawn("fault_child", "scenario", name, &env, false);
+    let status = child.wait_deadline(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut run = Run {
+        done: Vec::new(),
+        hits: None,
+        killed: false,
+    };
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("hits", n)) => run.hits = Some(n.parse().unwrap()),
+            Some((_, stored)) => run.done.push(stored == "1"),
+            None => {}
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    run.killed = status.signal() == Some(9);
+    assert!(
+        run.killed || status.success(),
+        "scenario child at fault point {at} failed: {status}"
+    );
+    run
+}
+
+#[test]
+fn every_fault_point_of_the_scenario_recovers() {
+    if child_role().is_some() {
+        return;
+    }
+    let dir = TempDir::new("faults");
+    let ops = scenario();
+
+    // A run without faults: the results of each operation, and how many fault points there are.
+    let name = unique_name("faults-dry");
+    let _c = Cleanup(name.clone());
+    Store::create(&name, options()).unwrap();
+    let dry = run_child(&name, &dir, 0);
+    let total = dry.hits.expect("the dry run finishes");
+    assert_eq!(dry.done.len(), ops.len());
+    assert!(
+        dry.done.iter().any(|s| !s),
+        "the scenario should include a refused put"
+    );
+    let expected = states(&ops, &dry.done);
+    let dry_stats = Store::open(&name).unwrap().stats().unwrap();
+    assert_eq!(dry_stats.recoveries, 0);
+    assert!(
+        dry_stats.moves > 0,
+        "the scenario should move objects to make room"
+    );
+    drop(_c);
+
+    let mut kills = 0;
+    let mut recovery_kills = 0;
+    for at in 1..=total {
+        let name = unique_name("faults");
+        let _c = Cleanup(name.clone());
+        Store::create(&name, options()).unwrap();
+        let run = run_child(&name, &dir, at);
+        if !run.killed {
+            // Fault points vary a little from run to run (the index's hash seed is random);
+            // a run that finishes must have reached the final state.
+            assert_eq!(contents(&Store::open(&name).unwrap()), expected[ops.len()]);
+            continue;
+        }
+        kills += 1;
+        let k = run.done.len();
+        assert!(k < ops.len(), "killed at {at} after the scenario ended");
+        assert_eq!(
+            run.done[..],
+            dry.done[..k],
+            "a completed operation gave another result than in the dry run"
+        );
+        // Kill the next process during its recovery too, at a point that varies with `at`.
+        let env = [("SHMSTORE_FAULT_AT", (1 + at % 7).to_string())];
+        let mut rec = ChildProc::spawn("fault_child", "recover", &name, &env, false);
+        let status = rec.wait_deadline(Duration::from_secs(60));
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(9) {
+            recovery_kills += 1;
+        } else {
+            assert!(status.success(), "recovery child failed: {status}");
+        }
+
+        let store = Store::open(&name).unwrap();
+        if let Err(e) = store.check() {
+            panic!("fault point {at} (during operation {k}: {:?}): {e}", ops[k]);
+        }
+        let got = contents(&store);
+        assert!(
+            got == expected[k] || got == expected[k + 1],
+            "fault point {at}, during operation {k} ({:?}): the store is neither the state before nor after it; keys {:?}",
+            ops[k],
+            got.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store.stats().unwrap().resets,
+            0,
+            "fault point {at}: the store was reset"
+        );
+        // And it keeps working: the rest of the scenario's kind of operations succeed.
+        assert!(store.put_bytes("after", b"crash").unwrap() || store.count().unwrap() > 0);
+        store.check().unwrap();
+    }
+    eprintln!(
+        "{total} fault points, {kills} kills in the scenario, {recovery_kills} more during recovery"
+    );
+    assert!(
+        kills as u64 >= total * 9 / 10,
+        "only {kills} of {total} fault points were reached"
+    );
+    assert!(recovery_kills > 0, "no kill landed inside a recovery");
+}
