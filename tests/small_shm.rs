@@ -1,0 +1,132 @@
+//! A /dev/shm smaller than the store (Docker's default is 64 MiB): filling the store gives
+//! refused puts or rotation, never SIGBUS; removal gives the space back.
+//!
+//! The child runs in a private mount namespace (`unshare -m`, root only) with an 8 MiB tmpfs
+//! on /dev/shm; where that is not possible the test says so and passes without running.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ROLE_VAR, child_role};
+use shmstore::{Options, PutPolicy, Store};
+
+const TMPFS_MIB: u64 = 8;
+
+fn free_shm_bytes() -> u64 {
+    // SAFETY: an all-zero statvfs is a valid value of that plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let path = c"/dev/shm";
+    // SAFETY: `path` is NUL-terminated and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs /dev/shm");
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// Runs inside the namespace; any SIGBUS kills it, which the parent sees.
+#[test]
+fn small_shm_child() {
+    if child_role().is_none() {
+        return;
+    }
+    let free0 = free_shm_bytes();
+    assert!(
+        free0 <= TMPFS_MIB << 20,
+        "not in the small tmpfs: {free0} bytes free"
+    );
+    let value = vec![0x5au8; 256 << 10];
+
+    // Strict: a 64 MiB store on an 8 MiB /dev/shm fills up and then refuses.
+    let opts = Options::default()
+        .capacity(64 << 20)
+        .max_objects(4096)
+        .min_free_mem_pct(0.0);
+    let strict = Store::create("strict", opts.put_policy(PutPolicy::Strict)).unwrap();
+    let mut stored = 0;
+    for i in 0..100 {
+        if strict.put_bytes(&format!("k{i}"), &value).unwrap() {
+            stored += 1;
+        }
+    }
+    assert!(
+        stored > 4 && stored < 40,
+        "{stored} objects of 256 KiB stored on an 8 MiB tmpfs"
+    );
+    assert!(strict.stats().unwrap().refused_puts > 0);
+    strict.check().unwrap();
+    for i in 0..stored {
+        assert_eq!(
+            strict.get_bytes(&format!("k{i}")).unwrap().as_deref(),
+            Some(&value[..])
+        );
+    }
+    // Removing gives the space back to the file system.
+    let full = free_shm_bytes();
+    for i in 0..stored {
+        assert!(strict.remove(&format!("k{i}")).unwrap());
+    }
+    let emptied = free_shm_bytes();
+    assert!(
+        emptied >= full + (stored as u64 - 2) * (256 << 10),
+        "free space {full} -> {emptied}"
+    );
+    Store::destroy("strict").unwrap();
+    drop(strict);
+
+    // Rotate: the full file system is "no room", so older objects are rotated out.
+    let rotate = Store::create("rotate", opts.put_policy(PutPolicy::Rotate)).unwrap();
+    for i in 0..200 {
+        assert!(
+            rotate.put_bytes(&format!("k{i}"), &value).unwrap(),
+            "rotate refused put {i}"
+        );
+    }
+    let st = rotate.stats().unwrap();
+    assert!(st.evictions > 100, "{st:?}");
+    assert!(rotate.get_bytes("k199").unwrap().is_some());
+    rotate.check().unwrap();
+    Store::destroy("rotate").unwrap();
+}
+
+#[test]
+fn a_full_dev_shm_refuses_or_rotates_never_sigbus() {
+    if child_role().is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={TMPFS_MIB}m tmpfs /dev/shm && exec \"$0\" --exact small_shm_child --nocapture --test-threads=1"
+    );
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot make a private mount namespace here (needs root and `unshare`)");
+        return;
+    }
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(&exe)
+        .env(ROLE_VAR, "small-shm")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the small-/dev/shm child hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_ne!(
+        status.signal(),
+        Some(libc::SIGBUS),
+        "SIGBUS on a full /dev/shm"
+    );
+    assert!(status.success(), "small-/dev/shm child failed: {status}");
+}
