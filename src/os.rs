@@ -160,9 +160,20 @@ pub fn shm_dir_names() -> io::Result<Vec<String>> {
 }
 
 /// This process's id.
+/// Cached: `getpid` is a system call, and the lock records its holder on every operation.
+/// A fork handler clears the cache in the child.
 pub fn pid() -> u32 {
-    std::process::id()
+    let cached = PID.load(std::sync::atomic::Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    track_forks();
+    let pid = std::process::id();
+    PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    pid
 }
+
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Nanoseconds on CLOCK_MONOTONIC.
 pub fn monotonic_ns() -> u64 {
@@ -280,19 +291,25 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-extern "C" fn count_fork_in_child() {
+extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// A number that changes in a child process after every `fork()`: a handle compares it with
-/// the one it saw last to notice it now lives in another process, without a system call.
-pub fn fork_generation() -> u64 {
+fn track_forks() {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {
-        // SAFETY: the handler only increments an atomic, which is async-signal-safe, as a
-        // handler run in the child after fork must be.
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe, as a handler
+        // run in the child after fork must be.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+}
+
+/// A number that changes in a child process after every `fork()` (through `fork` or
+/// `libc::fork`, which run the handlers; a raw fork system call does not): a handle compares it
+/// with the one it saw last to notice it now lives in another process, without a system call.
+pub fn fork_generation() -> u64 {
+    track_forks();
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
