@@ -107,9 +107,9 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     Ok(true)
 }
 
-/// Bytes a put may slide to make room: a few times its own size, at least 1 MiB.
+/// Bytes a put may slide to make room: twice its own size, at least 256 KiB.
 fn slide_budget(units: u32) -> u64 {
-    (units as u64 * UNIT * 8).max(1 << 20)
+    (units as u64 * UNIT * 2).max(256 << 10)
 }
 
 /// Bubbles the largest free block up the arena until it is large enough (or the budget is
