@@ -112,8 +112,9 @@ impl Options {
         self
     }
 
-    /// How many objects the index holds before rotation (default: one per 256 bytes of
-    /// capacity). Raise it for stores of many small objects.
+    /// How many objects the index holds before rotation (default: one per KiB of capacity,
+    /// at least 1024). Raise it for stores of many small objects. The index (about 11 bytes
+    /// per object) is reserved in memory when the store is created.
     pub fn max_objects(mut self, n: u64) -> Options {
         self.max_objects = Some(n);
         self
@@ -160,7 +161,7 @@ impl Options {
                 "it is zero; give at least a millisecond".into(),
             );
         }
-        let max_objects = self.max_objects.unwrap_or(self.capacity / 256);
+        let max_objects = self.max_objects.unwrap_or((self.capacity / 1024).max(1024));
         if max_objects == 0 || max_objects > u32::MAX as u64 {
             return bad(
                 "max_objects",

@@ -92,6 +92,7 @@ fn text(
                 pct(s.committed_bytes)
             ),
         ),
+        ("memory held", fmt::bytes(s.memory_bytes)),
         (
             "objects",
             format!("{} (index holds {})", s.objects, s.max_objects),
@@ -103,6 +104,7 @@ fn text(
         ("refused puts", s.refused_puts.to_string()),
         ("removes", s.removes.to_string()),
         ("evictions", s.evictions.to_string()),
+        ("moves", s.moves.to_string()),
         ("lock timeouts", s.lock_timeouts.to_string()),
         ("recoveries", s.recoveries.to_string()),
         ("resets", s.resets.to_string()),
