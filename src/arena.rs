@@ -289,18 +289,37 @@ fn has_holes(b: &Block) -> bool {
 /// Objects at least this large give their pages back to the system when freed.
 pub const PUNCH_MIN: u64 = 64 << 10;
 
-/// Gives the whole pages inside free block `unit` (after its header) back to the system, if
-/// there are at least [`PUNCH_MIN`] bytes of them. The block is marked first, so a stop in
-/// between leaves a marked block whose pages are still there, which is harmless.
-fn punch_free_block(m: &Mapping, unit: u32, b: &Block) {
-    let start = (unit as u64 * UNIT + BLOCK_HEADER).div_ceil(PAGE) * PAGE;
-    let end = (unit as u64 + b.size.load(Relaxed) as u64) * UNIT / PAGE * PAGE;
-    if end >= start + PUNCH_MIN {
-        b.key_len.store(HOLES, Relaxed);
-        fault!();
-        // A failure only means the pages stay: nothing to report.
-        let _ = os::punch_hole(m.fd(), m.geo().arena_off + start, end - start);
+/// Gives pages inside free block `unit` (never its header's) back to the system, once the
+/// block has at least [`PUNCH_MIN`] bytes of whole pages. The first time, all of them; after
+/// that (the block is marked `HOLES`), only the pages that the freeing of `freed` (a byte
+/// range) made whole, so that freeing small objects next to a large hole costs no system
+/// call unless a page comes free. The block is marked first, so a stop in between leaves a
+/// marked block whose pages are still there, which is harmless.
+fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (u64, u64)) {
+    let interior_start = (unit as u64 * UNIT + BLOCK_HEADER).div_ceil(PAGE) * PAGE;
+    let interior_end = (unit as u64 + b.size.load(Relaxed) as u64) * UNIT / PAGE * PAGE;
+    if interior_end < interior_start + PUNCH_MIN {
+        return;
     }
+    let (start, end) = if had_holes {
+        // The pages the freed range touches, as far as they lie inside the interior.
+        let start = (freed.0 / PAGE * PAGE).max(interior_start);
+        let end = freed
+            .1
+            .div_ceil(PAGE)
+            .saturating_mul(PAGE)
+            .min(interior_end);
+        (start, end)
+    } else {
+        (interior_start, interior_end)
+    };
+    if end <= start {
+        return;
+    }
+    b.key_len.store(HOLES, Relaxed);
+    fault!();
+    // A failure only means the pages stay: nothing to report.
+    let _ = os::punch_hole(m.fd(), m.geo().arena_off + start, end - start);
 }
 
 /// Gives back the pages above `top` once there are at least [`PUNCH_MIN`] bytes of them.
@@ -390,6 +409,10 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let h = m.header();
     let mut unit = unit;
     let mut b = m.block(unit)?;
+    let freed = (
+        unit as u64 * UNIT,
+        (unit as u64 + b.size.load(Relaxed) as u64) * UNIT,
+    );
     b.state.store(FREE, Relaxed);
     fault!();
     // It was live, so all its pages are there; neighbours may bring holes.
@@ -430,7 +453,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     match next_phys(m, unit, b) {
         Some(n) => {
             m.block(n)?.prev_size.store(b.size.load(Relaxed), Relaxed);
-            punch_free_block(m, unit, b);
+            punch_free_block(m, unit, b, holes, freed);
             push_free(m, unit)
         }
         None => {
