@@ -289,13 +289,30 @@ fn has_holes(b: &Block) -> bool {
 /// Objects at least this large give their pages back to the system when freed.
 pub const PUNCH_MIN: u64 = 64 << 10;
 
+/// Free bytes in blocks up to which freed pages are kept rather than given back: 1/64 of
+/// the arena, between 1 and 64 MiB.
+pub fn warm_reserve(m: &Mapping) -> u64 {
+    (m.geo().arena_len / 64).clamp(1 << 20, 64 << 20)
+}
+
 /// Gives pages inside free block `unit` (never its header's) back to the system, once the
-/// block has at least [`PUNCH_MIN`] bytes of whole pages. The first time, all of them; after
+/// block has at least [`PUNCH_MIN`] bytes of whole pages and more than the
+/// [`warm_reserve`] is free. The first time, all of them; after
 /// that (the block is marked `HOLES`), only the pages that the freeing of `freed` (a byte
 /// range) made whole, so that freeing small objects next to a large hole costs no system
 /// call unless a page comes free. The block is marked first, so a stop in between leaves a
 /// marked block whose pages are still there, which is harmless.
 fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (u64, u64)) {
+    // Keep a little free memory warm: a put that replaces an object reuses the pages the
+    // last replacement freed instead of faulting in fresh ones.
+    let h = m.header();
+    let free_in_blocks = h
+        .top
+        .load(Relaxed)
+        .saturating_sub(h.used_bytes.load(Relaxed));
+    if free_in_blocks <= warm_reserve(m) {
+        return;
+    }
     let interior_start = (unit as u64 * UNIT + BLOCK_HEADER).div_ceil(PAGE) * PAGE;
     let interior_end = (unit as u64 + b.size.load(Relaxed) as u64) * UNIT / PAGE * PAGE;
     if interior_end < interior_start + PUNCH_MIN {
@@ -322,14 +339,19 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
     let _ = os::punch_hole(m.fd(), m.geo().arena_off + start, end - start);
 }
 
-/// Gives back the pages above `top` once there are at least [`PUNCH_MIN`] bytes of them.
-/// `committed` is lowered first, so a stop in between leaves pages that are backed but
-/// counted as not, which is harmless.
+/// Gives back the pages above `top` plus the [`warm_reserve`] once there are at least
+/// [`PUNCH_MIN`] bytes of them (the reserve keeps a put/remove cycle at the top from reserving
+/// and punching the same pages again and again). `committed` is lowered first, so a stop in
+/// between leaves pages that are backed but counted as not, which is harmless.
 fn shrink_committed(m: &Mapping) {
     let h = m.header();
-    let keep = h.top.load(Relaxed).div_ceil(PAGE) * PAGE;
+    let arena = m.geo().arena_len;
+    let keep = (h.top.load(Relaxed) + warm_reserve(m))
+        .div_ceil(PAGE)
+        .saturating_mul(PAGE)
+        .min(arena);
     let committed = h.committed.load(Relaxed);
-    if committed >= keep + PUNCH_MIN && committed <= m.geo().arena_len {
+    if committed >= keep + PUNCH_MIN && committed <= arena {
         h.committed.store(keep, Relaxed);
         fault!();
         let _ = os::punch_hole(m.fd(), m.geo().arena_off + keep, committed - keep);

@@ -443,13 +443,14 @@ fn removing_large_objects_gives_memory_back() {
         full >= empty + (16 << 20),
         "16 MiB stored, memory went {empty} -> {full}"
     );
-    // Remove every other object: their pages go back although the arena's top stays.
+    // Remove every other object: their pages go back although the arena's top stays (all
+    // but a warm reserve of 1 MiB, kept for the next puts).
     for i in (0..16u8).step_by(2) {
         assert!(s.remove(&format!("big{i}")).unwrap());
     }
     let half = s.stats().unwrap().memory_bytes;
     assert!(
-        half <= full - (7 << 20),
+        half <= full - (6 << 20),
         "8 MiB removed, memory went {full} -> {half}"
     );
     // Reusing the holes works and keeps every byte.
