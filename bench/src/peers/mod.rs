@@ -1,0 +1,7 @@
+//! The systems compared, one per file, each behind [`Kv`](crate::kv::Kv).
+
+pub mod hashmap;
+pub mod limits;
+pub mod lmdb;
+pub mod redis;
+pub mod shm;

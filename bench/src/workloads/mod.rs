@@ -1,0 +1,77 @@
+//! The workloads of WORKLOADS.md, one per file. Each run of a workload sets every selected
+//! system up fresh, measures it, and adds one value per figure to the report.
+
+mod lru_sim;
+pub mod w1;
+pub mod w2;
+pub mod w3;
+pub mod w4;
+pub mod w5;
+pub mod w6;
+
+use std::time::Instant;
+
+use crate::peers::redis::RedisServer;
+use crate::report::Report;
+use crate::sizes::Sizes;
+use crate::systems::{Selection, System};
+
+/// Workers time one operation in this many (two clock reads each), for the p99 figures.
+pub const SAMPLE_EVERY: u64 = 16;
+
+pub const ALL: [&str; 6] = ["w1", "w2", "w3", "w4", "w5", "w6"];
+
+pub struct Ctx<'a> {
+    pub sizes: Sizes,
+    pub selection: Selection,
+    pub redis: Option<&'a RedisServer>,
+    pub report: Report,
+    /// Seed of the current run: every system sees the same keys in the same order.
+    pub seed: u64,
+}
+
+impl Ctx<'_> {
+    /// The selected systems among those `workload` supports (Redis only with a server).
+    pub fn systems(&self, supported: &[System]) -> Vec<System> {
+        supported
+            .iter()
+            .copied()
+            .filter(|s| self.selection.has(*s) && (*s != System::Redis || self.redis.is_some()))
+            .collect()
+    }
+
+    /// Records an anomaly (it appears under the table) instead of aborting the whole run.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let what = what();
+            eprintln!("warning: {what}");
+            self.report.note(format!("warning: {what}"));
+        }
+    }
+}
+
+/// Runs workload `id` once.
+pub fn run(id: &str, ctx: &mut Ctx) {
+    match id {
+        "w1" => w1::run(ctx),
+        "w2" => w2::run(ctx),
+        "w3" => w3::run(ctx),
+        "w4" => w4::run(ctx),
+        "w5" => w5::run(ctx),
+        "w6" => w6::run(ctx),
+        _ => unreachable!("workload ids are checked when parsing"),
+    }
+}
+
+/// Operations per second of `f(0) .. f(n - 1)`.
+pub fn rate(n: usize, mut f: impl FnMut(usize)) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        f(i);
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+pub fn progress(what: &str) {
+    eprintln!("  {what}");
+}

@@ -1,0 +1,73 @@
+//! W3: two processes on one store; 10,000 keys of 64-byte values (filled first); each
+//! process 50% get / 50% put on uniformly random keys for a fixed time.
+
+use super::{Ctx, progress};
+use crate::fleet::{self, Job, Task};
+use crate::keys::{keys, value};
+use crate::kv::Kv;
+use crate::peers::limits;
+use crate::report::Unit::{Nanos, OpsPerSec};
+use crate::systems::{Opened, System};
+
+pub const SYSTEMS: [System; 4] = [System::Shm, System::Map, System::Lmdb, System::Redis];
+
+pub fn run(ctx: &mut Ctx) {
+    mix(ctx, "W3", 2);
+}
+
+/// `workers` workers (processes; threads for the in-process map) running W3's mix. Shared
+/// with W6.
+pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
+    let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
+    let ops = format!("{id} {workers} workers, total");
+    let p99 = format!("{id} {workers} workers, p99 (sampled)");
+    for s in ctx.systems(&SYSTEMS) {
+        progress(&format!("{id} {}", s.label_workers()));
+        let mut opened = Opened::new(
+            s,
+            id,
+            (n as u64 * (len as u64 + 128) * 4).max(16 << 20),
+            n,
+            ctx.redis,
+        );
+        opened.with_kv(|kv| fill(kv, n, len));
+        let task = Task {
+            job: Job::Mix {
+                keys: n,
+                value_len: len,
+            },
+            secs,
+            seed: ctx.seed,
+        };
+        let t = fleet::run(&opened.fleet(), workers, task);
+        ctx.check(t.misses == 0, || {
+            format!(
+                "{id} {}: {} gets missed in a filled store",
+                s.label(),
+                t.misses
+            )
+        });
+        ctx.report
+            .add(&ops, OpsPerSec, s.label_workers(), t.ops_per_sec);
+        if let Some(p) = t.p99_ns {
+            ctx.report.add(&p99, Nanos, s.label_workers(), p);
+        }
+    }
+    if ctx.selection.limits {
+        progress(&format!("{id} limits"));
+        let label = format!("limit: {len} B copies, one Mutex, threads");
+        let (rate, p) = limits::mutex_copy_threads(workers, n, secs, ctx.seed);
+        ctx.report.add(&ops, OpsPerSec, &label, rate);
+        if let Some(p) = p {
+            ctx.report.add(&p99, Nanos, &label, p);
+        }
+    }
+}
+
+/// Puts keys `0..n` with `len`-byte values.
+pub fn fill(kv: &mut dyn Kv, n: usize, len: usize) {
+    let v = value(len, 3);
+    for k in keys(0, n).iter() {
+        assert!(kv.put(k, &v), "filling: a put was refused");
+    }
+}

@@ -1,0 +1,42 @@
+//! W5: readers. A parent fills 10,000 objects of 4 KiB; then 1 reader process, and then 2,
+//! read random keys for a fixed time each. Total gets/s for 1 and 2 readers, and their ratio.
+
+use super::{Ctx, progress};
+use crate::fleet::{self, Job, Task};
+use crate::report::Unit::{OpsPerSec, Times};
+use crate::systems::Opened;
+
+const ONE: &str = "W5 gets, 1 reader";
+const TWO: &str = "W5 gets, 2 readers";
+const SCALE: &str = "W5 2 readers / 1 reader";
+
+pub fn run(ctx: &mut Ctx) {
+    let (n, len, secs) = (ctx.sizes.w5_keys, ctx.sizes.w5_len, ctx.sizes.w5_secs);
+    for s in ctx.systems(&super::w3::SYSTEMS) {
+        progress(&format!("W5 {}", s.label_workers()));
+        let mut opened = Opened::new(
+            s,
+            "w5",
+            (n as u64 * (len as u64 + 128) * 2).max(16 << 20),
+            n,
+            ctx.redis,
+        );
+        opened.with_kv(|kv| super::w3::fill(kv, n, len));
+        let task = Task {
+            job: Job::Read { keys: n },
+            secs,
+            seed: ctx.seed,
+        };
+        let one = fleet::run(&opened.fleet(), 1, task);
+        let two = fleet::run(&opened.fleet(), 2, task);
+        let misses = one.misses + two.misses;
+        ctx.check(misses == 0, || {
+            format!("W5 {}: {misses} gets missed in a filled store", s.label())
+        });
+        let label = s.label_workers();
+        ctx.report.add(ONE, OpsPerSec, label, one.ops_per_sec);
+        ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
+        ctx.report
+            .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
+    }
+}
