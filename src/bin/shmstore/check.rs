@@ -34,18 +34,20 @@ pub fn run(args: Args, format: Format) -> Outcome {
                 "free_blocks": r.free_blocks,
                 "free_bytes": r.free_bytes,
                 "largest_free": r.largest_free,
+                "wilderness_bytes": r.wilderness_bytes,
                 "fragmentation": frag,
             }),
             true,
         )?,
         Format::Text => fmt::line(format!(
-            "store {:?} passed the check: {}, {} ({}, largest {}), fragmentation {}",
+            "store {:?} passed the check: {}, {} ({}, largest {}), fragmentation {}, never used {}",
             args.name,
             fmt::count(r.objects, "object"),
             fmt::count(r.free_blocks, "free block"),
             fmt::bytes(r.free_bytes),
             fmt::bytes(r.largest_free),
-            fmt::percent(frag)
+            fmt::percent(frag),
+            fmt::bytes(r.wilderness_bytes)
         ))?,
     }
     Ok(())

@@ -20,7 +20,8 @@ pub struct Args {
     /// Fraction (0..=1) of the machine's memory that must stay available; 0 turns it off.
     #[arg(long, default_value_t = 0.2)]
     min_free: f64,
-    /// Objects the index holds before rotation (default: one per 256 bytes of capacity).
+    /// Objects the index holds at least before rotation (default: one per KiB of capacity,
+    /// at least 1024; the index rounds up to a power of two).
     #[arg(long)]
     max_objects: Option<u64>,
     /// Let the owner's group read and write the store too (mode 0660 instead of 0600).

@@ -123,6 +123,7 @@ fn text(
             "fragmentation",
             fmt::percent(fmt::fragmentation(r.free_bytes, r.largest_free)),
         ));
+        rows.push(("never used", fmt::bytes(r.wilderness_bytes)));
     }
     rows.extend([
         ("lock", lock_text(s)),
@@ -172,6 +173,7 @@ fn to_json(
         "free_blocks": r.map(|r| r.free_blocks),
         "free_bytes": r.map(|r| r.free_bytes),
         "largest_free": r.map(|r| r.largest_free),
+        "wilderness_bytes": r.map(|r| r.wilderness_bytes),
         "fragmentation": r.map(|r| fmt::fragmentation(r.free_bytes, r.largest_free)),
     });
     if let (Value::Object(base), Value::Object(extra)) = (&mut v, extra) {
