@@ -154,7 +154,10 @@ pub fn clear(m: &Mapping) {
 /// Whether tombstones have piled up enough that the table should be rebuilt.
 pub fn crowded(m: &Mapping) -> bool {
     let h = m.header();
-    let used = h.index_live.load(Relaxed) + h.index_tombstones.load(Relaxed);
+    let used = h
+        .index_live
+        .load(Relaxed)
+        .saturating_add(h.index_tombstones.load(Relaxed));
     used >= m.geo().index_slots / 8 * 7
 }
 
@@ -167,9 +170,10 @@ pub fn rebuild(m: &Mapping, entries: impl Iterator<Item = (u64, u32)>) -> Result
     Ok(())
 }
 
-/// Checks the table: every non-empty slot points at a live block whose key hashes to the tag,
-/// and the counts agree. Returns the number of live entries.
-pub fn validate(l: &Locked) -> Result<u64, Corruption> {
+/// Checks the table: every non-empty slot points at a live block of the arena's chain (as
+/// `in_chain` says) whose key hashes to the tag, and the counts agree. Returns the number of
+/// live entries.
+pub fn validate(l: &Locked, in_chain: impl Fn(u32) -> bool) -> Result<u64, Corruption> {
     let h = l.header();
     let (mut live, mut tomb) = (0u64, 0u64);
     for i in 0..l.geo().index_slots {
@@ -179,6 +183,11 @@ pub fn validate(l: &Locked) -> Result<u64, Corruption> {
             TOMBSTONE => tomb += 1,
             _ => {
                 let unit = unit_of(s);
+                if !in_chain(unit) {
+                    return Err(corrupt!(
+                        "index slot {i} points at {unit}, which is not a live block of the arena"
+                    ));
+                }
                 let b = l.block(unit)?;
                 if b.state.load(Relaxed) != LIVE {
                     return Err(corrupt!(

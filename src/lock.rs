@@ -35,6 +35,8 @@ pub enum Acquired {
 pub enum LockError {
     Timeout,
     Reentrant,
+    /// The mutex's bytes were overwritten so that locking it could abort the process.
+    Damaged,
     /// Any other pthread error code (a scribbled mutex, for instance).
     Os(i32),
 }
@@ -51,6 +53,10 @@ const SPIN_ROUNDS: u32 = 12;
 /// Takes the lock of the store mapped by `m`, waiting at most `timeout`.
 pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired), LockError> {
     let mutex = m.header().mutex.get();
+    // SAFETY: the mutex lies in the live mapping (its bytes are only read here).
+    if !unsafe { os::mutex_kind_ok(mutex) } {
+        return Err(LockError::Damaged);
+    }
     // SAFETY: the mutex was initialised by the creator before the store was marked ready,
     // and the mapping outlives this call.
     let mut rc = unsafe { os::mutex_trylock(mutex) };

@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, MAX_ARENA};
 
+/// Longest lock timeout a store accepts (an opener trusts the one in the segment, so a
+/// scribbled one must not mean waiting forever).
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What a put does when the store (or the machine) is short of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PutPolicy {
@@ -155,10 +159,10 @@ impl Options {
                 ),
             );
         }
-        if self.lock_timeout.is_zero() {
+        if self.lock_timeout.is_zero() || self.lock_timeout > MAX_LOCK_TIMEOUT {
             return bad(
                 "lock_timeout",
-                "it is zero; give at least a millisecond".into(),
+                format!("{:?} is outside 1 ms..=1 h", self.lock_timeout),
             );
         }
         let max_objects = self.max_objects.unwrap_or((self.capacity / 1024).max(1024));

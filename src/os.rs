@@ -232,6 +232,55 @@ pub unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     }
 }
 
+/// Where glibc keeps a mutex's kind (type, robust, process-shared and protocol bits): the
+/// `__kind` field of `pthread_mutex_t` on 64-bit Linux.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+const KIND_OFFSET: usize = 16;
+
+/// The kind word of a mutex made by [`mutex_init`], learnt from one made here.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+fn expected_kind() -> i32 {
+    static KIND: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| {
+        // SAFETY: an all-zero pthread_mutex_t is valid storage for pthread_mutex_init.
+        let mut m: libc::pthread_mutex_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `m` is a local no other thread sees; it is destroyed below.
+        let _ = unsafe { mutex_init(&mut m) };
+        // SAFETY: KIND_OFFSET + 4 lies inside pthread_mutex_t (40 bytes on these targets).
+        let kind = unsafe {
+            std::ptr::read_unaligned((&raw const m).cast::<u8>().add(KIND_OFFSET).cast::<i32>())
+        };
+        // SAFETY: `m` was initialised above and is not locked.
+        unsafe { libc::pthread_mutex_destroy(&mut m) };
+        kind
+    })
+}
+
+/// Whether a shared mutex still has the kind [`mutex_init`] gave it. glibc asserts (aborting
+/// the process) on some kinds, such as priority-protect or priority-inheritance bits that a
+/// scribble could set; such a mutex must not be handed to it.
+///
+/// # Safety
+/// `m` points to a `pthread_mutex_t` in a live mapping.
+pub unsafe fn mutex_kind_ok(m: *mut libc::pthread_mutex_t) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    {
+        // SAFETY: the word lies inside the mutex (caller); it is 4-aligned (the mutex is
+        // 64-aligned in the header) and read atomically because other processes may write it.
+        let word = unsafe {
+            &*m.cast::<u8>()
+                .add(KIND_OFFSET)
+                .cast::<std::sync::atomic::AtomicI32>()
+        };
+        word.load(std::sync::atomic::Ordering::Relaxed) == expected_kind()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+    {
+        let _ = m;
+        true
+    }
+}
+
 /// `pthread_mutex_trylock`; returns the pthread error code (0 on success).
 ///
 /// # Safety

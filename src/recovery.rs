@@ -86,6 +86,8 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     let h = l.header();
     let mut report = Rebuilt::default();
     crate::compact::finish_slide(l)?;
+    // Only `SLIDING` means a slide is under way; any other non-zero word is a scribble.
+    h.slide.state.store(0, Relaxed);
     fault!();
     let blocks = scan(l)?;
 
@@ -168,7 +170,11 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     }
     h.last_units
         .store(if top == 0 { 0 } else { prev_size }, Relaxed);
-    if h.committed.load(Relaxed) < top {
+    let committed = h.committed.load(Relaxed);
+    if committed < top
+        || committed > l.geo().arena_len
+        || !committed.is_multiple_of(crate::layout::PAGE)
+    {
         h.committed.store(0, Relaxed);
         if !arena::commit(l, top)? {
             return Err(corrupt!("the arena's memory could not be reserved again"));
@@ -179,15 +185,17 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     live.sort_unstable_by_key(|&(stamp, _)| std::cmp::Reverse(stamp));
     h.lru_head.store(NIL, Relaxed);
     h.lru_tail.store(NIL, Relaxed);
-    let (mut max_stamp, mut max_seq) = (0u64, 0u64);
-    for &(stamp, unit) in live.iter().rev() {
+    // Stamps and sequence numbers are renumbered 1..=n in that order (no two blocks share a
+    // key any more), so that scribbled ones near u64::MAX cannot survive a rebuild.
+    for (i, &(_, unit)) in live.iter().rev().enumerate() {
+        let b = l.block(unit)?;
+        b.stamp.store(i as u64 + 1, Relaxed);
+        b.seq.store(i as u64 + 1, Relaxed);
         lru::push_front(l, unit)?;
         fault!();
-        max_stamp = max_stamp.max(stamp);
-        max_seq = max_seq.max(l.block(unit)?.seq.load(Relaxed));
     }
-    h.clock.store(h.clock.load(Relaxed).max(max_stamp), Relaxed);
-    h.seq.store(h.seq.load(Relaxed).max(max_seq), Relaxed);
+    h.clock.store(live.len() as u64, Relaxed);
+    h.seq.store(live.len() as u64, Relaxed);
     h.objects.store(live.len() as u64, Relaxed);
     h.used_bytes.store(used, Relaxed);
     h.value_bytes.store(values, Relaxed);
@@ -209,6 +217,12 @@ pub fn reset(m: &Mapping) {
     h.last_units.store(0, Relaxed);
     h.lru_head.store(NIL, Relaxed);
     h.lru_tail.store(NIL, Relaxed);
+    h.slide.state.store(0, Relaxed);
+    h.clock.store(0, Relaxed);
+    h.seq.store(0, Relaxed);
+    if h.committed.load(Relaxed) > m.geo().arena_len {
+        h.committed.store(0, Relaxed);
+    }
     h.objects.store(0, Relaxed);
     h.used_bytes.store(0, Relaxed);
     h.value_bytes.store(0, Relaxed);
@@ -240,6 +254,13 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
         ));
     }
     let blocks = scan(l)?;
+    // Live blocks of the chain, in offset order: the index and the LRU list may point only here.
+    let chain: Vec<u32> = blocks
+        .iter()
+        .filter(|s| s.state == LIVE)
+        .map(|s| s.unit)
+        .collect();
+    let in_chain = |unit: u32| chain.binary_search(&unit).is_ok();
     let mut c = Checked::default();
     let (mut used, mut values, mut prev_size, mut prev_free) = (0u64, 0u64, 0u32, false);
     for s in &blocks {
@@ -325,8 +346,10 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
     let mut last_stamp = u64::MAX;
     let on_list = lru::walk(l, c.objects, |unit| {
         let b = l.block(unit)?;
-        if b.state.load(Relaxed) != LIVE {
-            return Err(corrupt!("LRU list holds block {unit}, which is not live"));
+        if b.state.load(Relaxed) != LIVE || !in_chain(unit) {
+            return Err(corrupt!(
+                "LRU list holds {unit}, which is not a live block of the arena"
+            ));
         }
         let stamp = b.stamp.load(Relaxed);
         if stamp > last_stamp {
@@ -341,7 +364,7 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
             c.objects
         ));
     }
-    let indexed = index::validate(l)?;
+    let indexed = index::validate(l, in_chain)?;
     if indexed != c.objects {
         return Err(corrupt!(
             "index holds {indexed} entries, the arena {} live blocks",

@@ -146,7 +146,10 @@ impl Store {
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
         };
-        if !(0.0..=1.0).contains(&options.min_free_mem_pct) || options.lock_timeout.is_zero() {
+        if !(0.0..=1.0).contains(&options.min_free_mem_pct)
+            || options.lock_timeout.is_zero()
+            || options.lock_timeout > crate::options::MAX_LOCK_TIMEOUT
+        {
             return Err(corrupt("options in the header are out of range"));
         }
         Ok(Store::from_mapping(name, m, options))
@@ -242,6 +245,12 @@ impl Store {
                 });
             }
             Err(LockError::Reentrant) => return Err(Error::Reentrant),
+            Err(LockError::Damaged) => {
+                return Err(Error::Corrupt {
+                    name: inner.name.clone(),
+                    why: "its lock's bytes were overwritten (the mutex kind is wrong), so it cannot be locked safely".into(),
+                });
+            }
             Err(LockError::Os(code)) => {
                 return Err(Error::Os {
                     op: "pthread_mutex_lock",
@@ -442,7 +451,9 @@ impl Store {
                 return Ok(None);
             };
             let b = l.block(found.unit)?;
-            b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
+            // Wrapping: a scribbled clock must not panic (check() then reports the order).
+            b.stamp
+                .store(h.clock.fetch_add(1, Relaxed).wrapping_add(1), Relaxed);
             lru::touch(l, found.unit)?;
             fault!();
             h.hits.fetch_add(1, Relaxed);
@@ -539,9 +550,11 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     let b = l.block(unit)?;
     b.key_len.store(key.len() as u32, Relaxed);
     b.val_len.store(value.len() as u64, Relaxed);
-    b.seq.store(h.seq.fetch_add(1, Relaxed) + 1, Relaxed);
+    b.seq
+        .store(h.seq.fetch_add(1, Relaxed).wrapping_add(1), Relaxed);
     fault!();
-    b.stamp.store(h.clock.fetch_add(1, Relaxed) + 1, Relaxed);
+    b.stamp
+        .store(h.clock.fetch_add(1, Relaxed).wrapping_add(1), Relaxed);
     let off = unit as u64 * UNIT + BLOCK_HEADER;
     l.write(off, key)?;
     fault!();
