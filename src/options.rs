@@ -65,15 +65,22 @@ impl std::fmt::Display for PutPolicy {
     }
 }
 
-/// How to create a store. `Copy`: pass the same options to several calls.
+/// How to create a store. `Copy`: pass the same options to several calls. Build it with the
+/// methods (`Options::default().capacity(..)`); read it through the fields (for instance from
+/// [`Store::options`](crate::Store::options)).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Options {
-    pub(crate) capacity: u64,
-    pub(crate) min_free_mem_pct: f64,
-    pub(crate) put_policy: PutPolicy,
-    pub(crate) lock_timeout: Duration,
-    pub(crate) max_objects: Option<u64>,
-    pub(crate) mode: u32,
+    /// Bytes of objects the store may hold (rounded up to whole pages).
+    pub capacity: u64,
+    /// Fraction of memory that must stay available.
+    pub min_free_mem_pct: f64,
+    pub put_policy: PutPolicy,
+    pub lock_timeout: Duration,
+    /// Objects the index holds at least (`None`: the default for the capacity).
+    pub max_objects: Option<u64>,
+    /// Permission bits of the segment (0600, or 0660 with group access).
+    pub mode: u32,
 }
 
 impl Default for Options {

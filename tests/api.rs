@@ -498,3 +498,27 @@ fn rotation_keeps_memory_near_the_capacity() {
     );
     s.check().unwrap();
 }
+
+#[test]
+fn an_opener_reads_the_creators_options() {
+    let opts = opts(3 << 20)
+        .put_policy(PutPolicy::Strict)
+        .lock_timeout(Duration::from_millis(1500))
+        .min_free_mem_pct(0.05);
+    let s = TempStore::new("options", opts);
+    let o = Store::open(&s.name).unwrap().options();
+    assert_eq!(o.capacity, 3 << 20);
+    assert_eq!(o.put_policy, PutPolicy::Strict);
+    assert_eq!(o.lock_timeout, Duration::from_millis(1500));
+    assert_eq!(o.min_free_mem_pct, 0.05);
+    assert_eq!(o.mode, 0o600);
+    assert!(o.max_objects.unwrap() >= 3 << 10);
+    // A lock timeout over an hour is refused: an opener trusts the one in the segment.
+    let too_long = opts.lock_timeout(Duration::from_secs(7200));
+    let name = unique_name("opt-long");
+    let _c = Cleanup(name.clone());
+    assert!(matches!(
+        Store::create(&name, too_long),
+        Err(Error::InvalidOption { .. })
+    ));
+}
