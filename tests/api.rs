@@ -164,11 +164,9 @@ fn memory_threshold_refuses_in_strict_and_rotates_in_rotate() {
 fn a_fragmenting_churn_still_fits_fourteen_64k_objects_in_1mib() {
     let s = TempStore::new("frag", opts(1 << 20));
     // Mixed sizes, many rounds of replace and remove.
-    let mut x = 12345u64;
+    let mut rng = common::Rng(12345u64);
     for round in 0..2000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next();
         let size = (x % 40_000) as usize + 1;
         let key = format!("c{}", x % 50);
         if round % 3 == 0 {
@@ -405,11 +403,9 @@ fn options_default_matches_the_original() {
 #[test]
 fn after_a_churn_rotation_makes_room_for_fourteen_64k_objects_in_1mib() {
     let s = TempStore::new("frag-rotate", opts(1 << 20));
-    let mut x = 987654321u64;
+    let mut rng = common::Rng(987654321u64);
     for round in 0..3000u32 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next();
         let size = (x % 30_000) as usize + 1;
         let key = format!("c{}", x % 64);
         if round % 4 == 0 {

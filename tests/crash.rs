@@ -23,7 +23,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, STORE_VAR, TempDir, TempStore, child_env, child_role, opts};
+use common::{ChildProc, Rng, STORE_VAR, TempDir, TempStore, child_env, child_role, opts};
 use shmstore::{Options, PutPolicy, Store};
 
 const WRITERS: u32 = 2;
@@ -38,23 +38,6 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 const ORPHAN_LIMIT: Duration = Duration::from_secs(30);
 
 // ---- deterministic operations ------------------------------------------------------------------
-
-/// splitmix64: small, fast, and the same in parent and child.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {

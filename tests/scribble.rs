@@ -35,7 +35,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, STORE_VAR, TempStore, child_env, child_role};
+use common::{ChildProc, Rng, STORE_VAR, TempStore, child_env, child_role};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use shmstore::{Error, Options, Store};
@@ -408,22 +408,8 @@ enum Obj {
     Raw(Vec<u8>),
 }
 
-/// splitmix64: the same fill in parent and child.
-struct Rng(u64);
-
+/// Helpers on the shared splitmix64 generator for filling stores.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
     /// Mostly small, some medium, a few large (bytes or elements).
     fn size(&mut self) -> usize {
         match self.below(20) {
