@@ -11,7 +11,7 @@
 //!
 //! Free lists, `prev_size` and the bitmap are derived data that recovery rebuilds.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
@@ -249,7 +249,13 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<Option<u32>, Corruption> {
     let holes = has_holes(b);
     if holes {
         // Back what will be written, the remainder's header included, before writing it.
-        let end = (unit as u64 + units as u64) * UNIT + if split { BLOCK_HEADER } else { 0 };
+        // Not split: the whole block (its tail too), since it will count as fully backed
+        // once freed again.
+        let end = if split {
+            (unit as u64 + units as u64) * UNIT + BLOCK_HEADER
+        } else {
+            (unit as u64 + size as u64) * UNIT
+        };
         let start = unit as u64 * UNIT;
         if os::fallocate(m.fd(), m.geo().arena_off + start, end - start).is_err() {
             return Ok(None);
@@ -271,7 +277,7 @@ fn take(m: &Mapping, unit: u32, units: u32) -> Result<Option<u32>, Corruption> {
         if let Some(n) = next_phys(m, unit, b) {
             m.block(n)?.prev_size.store(rest, Relaxed);
         }
-        b.size.store(units, Relaxed); // commit point of the split
+        b.size.store(units, Release); // commit point of the split
         fault!();
         push_free(m, r_unit)?;
     }
@@ -343,18 +349,21 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
 /// [`PUNCH_MIN`] bytes of them (the reserve keeps a put/remove cycle at the top from reserving
 /// and punching the same pages again and again). `committed` is lowered first, so a stop in
 /// between leaves pages that are backed but counted as not, which is harmless.
-fn shrink_committed(m: &Mapping) {
+/// `backed_to` is how far pages may be allocated (the `committed` before it was lowered for
+/// holes).
+fn shrink_committed(m: &Mapping, backed_to: u64) {
     let h = m.header();
     let arena = m.geo().arena_len;
     let keep = (h.top.load(Relaxed) + warm_reserve(m))
         .div_ceil(PAGE)
         .saturating_mul(PAGE)
         .min(arena);
-    let committed = h.committed.load(Relaxed);
-    if committed >= keep + PUNCH_MIN && committed <= arena {
-        h.committed.store(keep, Relaxed);
+    if backed_to >= keep + PUNCH_MIN && backed_to <= arena {
+        if h.committed.load(Relaxed) > keep {
+            h.committed.store(keep, Relaxed);
+        }
         fault!();
-        let _ = os::punch_hole(m.fd(), m.geo().arena_off + keep, committed - keep);
+        let _ = os::punch_hole(m.fd(), m.geo().arena_off + keep, backed_to - keep);
     }
 }
 
@@ -378,7 +387,7 @@ fn grow(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
     b.state.store(WRITING, Relaxed);
     b.prev_size.store(h.last_units.load(Relaxed), Relaxed);
     fault!();
-    h.top.store(end, Relaxed); // commit point of the growth
+    h.top.store(end, Release); // commit point of the growth
     fault!();
     h.last_units.store(units, Relaxed);
     Ok(Some(unit))
@@ -447,7 +456,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             holes |= has_holes(nb);
             b.size.store(
                 add_units(b.size.load(Relaxed), nb.size.load(Relaxed))?,
-                Relaxed,
+                Release,
             );
         }
     }
@@ -464,7 +473,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             holes |= has_holes(pb);
             pb.size.store(
                 add_units(pb.size.load(Relaxed), b.size.load(Relaxed))?,
-                Relaxed,
+                Release,
             );
             unit = p;
             b = pb;
@@ -479,13 +488,22 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             push_free(m, unit)
         }
         None => {
-            // The last block: back to the wilderness.
-            h.top.store(unit as u64 * UNIT, Relaxed);
+            // The last block: back to the wilderness. Pages inside it may have been given
+            // back, and the wilderness below `committed` counts as reserved: lower
+            // `committed` to the new top first (safe at any stop: it only means "reserve
+            // again").
+            let new_top = unit as u64 * UNIT;
+            let backed_to = h.committed.load(Relaxed);
+            if holes && backed_to > new_top {
+                h.committed.store(new_top.div_ceil(PAGE) * PAGE, Release);
+                fault!();
+            }
+            h.top.store(new_top, Release);
             fault!();
             let prev = b.prev_size.load(Relaxed);
             h.last_units
                 .store(if unit == 0 { 0 } else { prev }, Relaxed);
-            shrink_committed(m);
+            shrink_committed(m, backed_to);
             Ok(())
         }
     }

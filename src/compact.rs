@@ -100,9 +100,9 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     let (old_size, new_size) = (b.size.load(Relaxed) as u64, d.size.load(Relaxed) as u64);
     b.state.store(FREE, Release);
     fault!();
-    arena::free(l, unit)?;
     h.used_bytes.fetch_add(new_size * UNIT, Relaxed);
     h.used_bytes.fetch_sub(old_size * UNIT, Relaxed);
+    arena::free(l, unit)?;
     h.moves.fetch_add(1, Relaxed);
     Ok(true)
 }
@@ -215,7 +215,8 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
             "slide journal: destination {dst} is not below source {src}"
         ));
     };
-    if end.is_none_or(|e| e > m.geo().arena_len)
+    let top = m.header().top.load(Relaxed);
+    if end.is_none_or(|e| e > m.geo().arena_len || e > top)
         || len % UNIT != 0
         || len == 0
         || done > len
@@ -223,6 +224,20 @@ pub fn finish_slide(m: &crate::mapping::Mapping) -> Result<(), Corruption> {
     {
         return Err(corrupt!(
             "slide journal is inconsistent: {src} -> {dst}, {done} of {len} bytes"
+        ));
+    }
+    // Reserve the destination (in recovery the journal may come from a scribble, and a free
+    // block slid over may have had holes): a full /dev/shm is then an error, not a SIGBUS.
+    // (The free block's header after the moved block is included.)
+    if src - dst < crate::layout::MIN_BLOCK_UNITS as u64 {
+        return Err(corrupt!(
+            "slide journal moves block {src} by less than a block"
+        ));
+    }
+    let (from, to) = (dst * UNIT + done, dst * UNIT + len + BLOCK_HEADER);
+    if crate::os::fallocate(m.fd(), m.geo().arena_off + from, to - from).is_err() {
+        return Err(corrupt!(
+            "the memory a slide copies into could not be reserved"
         ));
     }
     while done < len {

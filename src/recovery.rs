@@ -170,16 +170,17 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     }
     h.last_units
         .store(if top == 0 { 0 } else { prev_size }, Relaxed);
-    let committed = h.committed.load(Relaxed);
-    if committed < top
-        || committed > l.geo().arena_len
-        || !committed.is_multiple_of(crate::layout::PAGE)
-    {
-        h.committed.store(0, Relaxed);
-        if !arena::commit(l, top)? {
-            return Err(corrupt!("the arena's memory could not be reserved again"));
-        }
+    // The wilderness may hold pages given back by free blocks that merged into it: count
+    // nothing above `top` as reserved, and reserve `[0, top)` again (a no-op for pages that
+    // are there; free blocks below are all marked as having holes).
+    h.committed.store(0, Relaxed);
+    if !arena::commit(l, top)? {
+        return Err(corrupt!("the arena's memory could not be reserved again"));
     }
+    h.committed.store(
+        top.div_ceil(crate::layout::PAGE) * crate::layout::PAGE,
+        Relaxed,
+    );
 
     // Recency: by last access, most recent first.
     live.sort_unstable_by_key(|&(stamp, _)| std::cmp::Reverse(stamp));
@@ -220,9 +221,7 @@ pub fn reset(m: &Mapping) {
     h.slide.state.store(0, Relaxed);
     h.clock.store(0, Relaxed);
     h.seq.store(0, Relaxed);
-    if h.committed.load(Relaxed) > m.geo().arena_len {
-        h.committed.store(0, Relaxed);
-    }
+    h.committed.store(0, Relaxed);
     h.objects.store(0, Relaxed);
     h.used_bytes.store(0, Relaxed);
     h.value_bytes.store(0, Relaxed);

@@ -313,14 +313,16 @@ impl Store {
             .memory
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
-        let (stored, freed) = self.locked(|l| {
+        let (stored, freed, lost_old) = self.locked(|l| {
             let h = l.header();
             let hash = index::hash(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
             let mut freed = 0u64;
+            // Set once the object under this key was removed to make room for its successor.
+            let mut lost_old = false;
             let refuse = |freed| {
                 h.refused_puts.fetch_add(1, Relaxed);
-                Ok((false, freed))
+                Ok((false, freed, false))
             };
             // Memory short on the machine: make room by eviction, or refuse.
             if short > 0 {
@@ -369,11 +371,20 @@ impl Store {
                 }
                 match (lru::victim(l, old.map(|f| f.unit))?, old) {
                     (Some(v), _) => freed += self.evict(l, v)?,
-                    // Only the object being replaced is left: its space is needed.
+                    // Only the object being replaced is left, and the new value does not fit
+                    // beside it. Once it is gone the arena is empty and the new block goes
+                    // at its start: reserve that space while the old object is still
+                    // intact, so that a full /dev/shm refuses the put instead of losing it.
                     (None, Some(f)) => {
+                        let start = l.geo().arena_off;
+                        if crate::os::fallocate(l.fd(), start, units * UNIT).is_err() {
+                            return refuse(freed);
+                        }
                         freed += unlink_entry(l, f)?;
                         old = None;
+                        lost_old = true;
                     }
+                    (None, None) if lost_old => return Ok((false, freed, true)),
                     (None, None) => return refuse(freed),
                 }
             };
@@ -397,9 +408,18 @@ impl Store {
             if index::crowded(l) {
                 rebuild_index(l)?;
             }
-            Ok((true, freed))
+            Ok((true, freed, false))
         })?;
         self.inner.memory.freed(freed);
+        if lost_old {
+            // The space reserved for it was taken by another process in between: rare, and
+            // not a refusal (the old object is gone), so an error.
+            return Err(Error::Os {
+                op: "reserving memory for a new value after removing the old one under its key",
+                name: self.inner.name.clone(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
         Ok(stored)
     }
 
@@ -598,11 +618,13 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     fault!();
     lru::unlink(l, unit)?;
     fault!();
-    arena::free(l, unit)?;
-    fault!();
+    // Counted free before the allocator sees it: it decides from `used_bytes` whether to
+    // give pages back.
     h.objects.fetch_sub(1, Relaxed);
     h.used_bytes.fetch_sub(size, Relaxed);
     h.value_bytes.fetch_sub(val, Relaxed);
+    arena::free(l, unit)?;
+    fault!();
     Ok(size)
 }
 

@@ -518,3 +518,16 @@ fn an_opener_reads_the_creators_options() {
         Err(Error::InvalidOption { .. })
     ));
 }
+
+#[test]
+fn removing_one_large_object_gives_its_memory_back() {
+    let s = TempStore::new("punch-one", opts(64 << 20));
+    s.put_bytes("a", &vec![1u8; 16 << 20]).unwrap();
+    s.put_bytes("b", &[2u8; 1024]).unwrap();
+    let before = s.stats().unwrap().memory_bytes;
+    assert!(s.remove("a").unwrap());
+    let after = s.stats().unwrap().memory_bytes;
+    // All but the warm reserve (1 MiB for a 64 MiB store) goes back.
+    assert!(after <= before - (14 << 20), "memory {before} -> {after}");
+    s.check().unwrap();
+}

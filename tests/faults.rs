@@ -242,9 +242,10 @@ fn every_fault_point_of_the_scenario_recovers() {
         let got = contents(&store);
         assert!(
             got == expected[k] || got == expected[k + 1],
-            "fault point {at}, during operation {k} ({:?}): the store is neither the state before nor after it; keys {:?}",
+            "fault point {at}, during operation {k} ({:?}): the store is neither the state before nor after it; keys {:?}; {:?}",
             ops[k],
-            got.keys().collect::<Vec<_>>()
+            got.keys().collect::<Vec<_>>(),
+            store.stats().unwrap()
         );
         assert_eq!(
             store.stats().unwrap().resets,

@@ -87,6 +87,60 @@ fn small_shm_child() {
     assert!(rotate.get_bytes("k199").unwrap().is_some());
     rotate.check().unwrap();
     Store::destroy("rotate").unwrap();
+    drop(rotate);
+
+    // Pages given back inside free blocks that later merge into the wilderness must be
+    // reserved again before the wilderness is written (this was a SIGBUS).
+    let holes = Store::create("holes", opts.put_policy(PutPolicy::Strict)).unwrap();
+    holes.put_bytes("a", &vec![1u8; 3 << 20]).unwrap();
+    holes.put_bytes("a2", &vec![2u8; 3 << 20]).unwrap();
+    holes.put_bytes("b", &[3u8; 1024]).unwrap();
+    for k in ["a", "a2", "b"] {
+        assert!(holes.remove(k).unwrap());
+    }
+    let filler = fill_dev_shm();
+    for i in 0..4 {
+        // Refused or stored, never a SIGBUS.
+        let _ = holes
+            .put_bytes(&format!("c{i}"), &vec![4u8; 900 << 10])
+            .unwrap();
+    }
+    holes.check().unwrap();
+    drop(filler);
+
+    // A refused replacement leaves the old object, even in rotate mode with nothing else to
+    // evict and /dev/shm full.
+    let keep = Store::create("keep", opts.put_policy(PutPolicy::Rotate)).unwrap();
+    let old = vec![5u8; 3 << 20];
+    assert!(keep.put_bytes("k", &old).unwrap());
+    let filler = fill_dev_shm();
+    match keep.put_bytes("k", &vec![6u8; 5 << 20]) {
+        Ok(true) => {}
+        Ok(false) => assert_eq!(keep.get_bytes("k").unwrap().as_deref(), Some(&old[..])),
+        Err(e) => panic!("{e}"),
+    }
+    keep.check().unwrap();
+    drop(filler);
+    Store::destroy("holes").unwrap();
+    Store::destroy("keep").unwrap();
+}
+
+/// Fills the (small) /dev/shm with a file, removed when the guard drops.
+fn fill_dev_shm() -> Filler {
+    use std::io::Write;
+    let path = "/dev/shm/filler";
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    Filler(path)
+}
+
+struct Filler(&'static str);
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 #[test]
