@@ -393,7 +393,7 @@ impl Store {
                 Some(f) => {
                     index::repoint(l, f, hash, unit);
                     fault!();
-                    retire(l, f.unit)?;
+                    freed += retire(l, f.unit)?;
                 }
                 None => index::insert(l, hash, unit)?,
             }
@@ -410,7 +410,10 @@ impl Store {
             }
             Ok((true, freed, false))
         })?;
-        self.inner.memory.freed(freed);
+        // The memory estimate counted this put's bytes before it was made: take them back
+        // if it stored nothing, and credit what it freed.
+        let unstored = if stored { 0 } else { units * UNIT };
+        self.inner.memory.freed(freed + unstored);
         if lost_old {
             // The space reserved for it was taken by another process in between: rare, and
             // not a refusal (the old object is gone), so an error.
