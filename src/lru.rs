@@ -91,17 +91,51 @@ pub fn touch(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     push_front(m, unit)
 }
 
-/// The least recently used block other than `skip`, if any.
+/// The top bit of a live block's `stamp`: read since it was last placed at the head.
+pub const REFERENCED: u64 = 1 << 63;
+
+/// Marks a live block read (a get). Writes only when the bit is not set yet.
+pub fn mark_referenced(b: &crate::layout::Block) {
+    let s = b.stamp.load(Relaxed);
+    if s & REFERENCED == 0 {
+        b.stamp.store(s | REFERENCED, Relaxed);
+    }
+}
+
+/// The block to evict: the least recently placed one other than `skip` that was not read
+/// since it was placed; a read one met at the tail is moved to the head with a new stamp
+/// instead (its second chance). This is CLOCK with the list as the clock: a get costs one
+/// store to its own block, and eviction order stays close to LRU.
 pub fn victim(m: &Mapping, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
-    let tail = m.header().lru_tail.load(Relaxed);
-    if tail == NIL {
-        return Ok(None);
+    let h = m.header();
+    // Each pass either returns or clears one bit: at most every block once, plus one.
+    for _ in 0..=m.geo().max_live() + 1 {
+        let tail = h.lru_tail.load(Relaxed);
+        if tail == NIL {
+            return Ok(None);
+        }
+        let cand = if Some(tail) == skip {
+            let prev = m.block(tail)?.prev.load(Relaxed);
+            if prev == NIL {
+                return Ok(None);
+            }
+            prev
+        } else {
+            tail
+        };
+        let b = m.block(cand)?;
+        if b.stamp.load(Relaxed) & REFERENCED == 0 {
+            return Ok(Some(cand));
+        }
+        // Wrapping: a scribbled clock must not panic (check() then reports the order).
+        let stamp = h.clock.fetch_add(1, Relaxed).wrapping_add(1) & !REFERENCED;
+        b.stamp.store(stamp, Relaxed);
+        touch(m, cand)?;
+        fault!();
     }
-    if Some(tail) != skip {
-        return Ok(Some(tail));
-    }
-    let prev = m.block(tail)?.prev.load(Relaxed);
-    Ok((prev != NIL).then_some(prev))
+    Err(corrupt!(
+        "LRU: every block claims to be referenced (a cycle?)"
+    ))
 }
 
 /// Walks the list from the head, at most `limit` steps, checking back links.

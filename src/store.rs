@@ -474,10 +474,9 @@ impl Store {
                 return Ok(None);
             };
             let b = l.block(found.unit)?;
-            // Wrapping: a scribbled clock must not panic (check() then reports the order).
-            b.stamp
-                .store(h.clock.fetch_add(1, Relaxed).wrapping_add(1), Relaxed);
-            lru::touch(l, found.unit)?;
+            // Promotion is lazy (CLOCK-style): mark the block referenced, on its own header,
+            // and let eviction give it a second chance; no list move, no neighbours touched.
+            lru::mark_referenced(b);
             fault!();
             h.hits.fetch_add(1, Relaxed);
             let off = found.unit as u64 * UNIT + BLOCK_HEADER + key.len() as u64;
