@@ -39,6 +39,17 @@ fn set_bit(m: &Mapping, bin: usize, on: bool) {
     }
 }
 
+/// Empties every free list (recovery rebuilds them).
+pub fn clear_free_lists(m: &Mapping) {
+    let h = m.header();
+    for w in h.free_bitmap.iter() {
+        w.store(0, Relaxed);
+    }
+    for head in h.free_heads.iter() {
+        head.store(NIL, Relaxed);
+    }
+}
+
 /// Puts a free block on the head of its list.
 pub fn push_free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     let b = m.block(unit)?;

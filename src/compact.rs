@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use crate::arena::{self, Region};
 use crate::error::{Corruption, corrupt};
 use crate::index;
-use crate::layout::{BLOCK_HEADER, FREE, LIVE, SLIDING, UNIT, block_units};
+use crate::layout::{BLOCK_HEADER, FREE, LIVE, SLIDING, UNIT, block_units, data_off};
 use crate::lock::Locked;
 use crate::lru;
 
@@ -80,15 +80,11 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     d.val_len.store(val_len as u64, Relaxed);
     d.seq.store(b.seq.load(Relaxed), Relaxed);
     d.stamp.store(b.stamp.load(Relaxed), Relaxed);
-    l.copy_within(
-        unit as u64 * UNIT + BLOCK_HEADER,
-        dest as u64 * UNIT + BLOCK_HEADER,
-        key_len + val_len,
-    )?;
+    l.copy_within(data_off(unit), data_off(dest), key_len + val_len)?;
     d.state.store(LIVE, Release);
     fault!();
 
-    let key = l.bytes(dest as u64 * UNIT + BLOCK_HEADER, key_len)?;
+    let key = l.key(dest)?;
     let hash = index::hash(l, key);
     match index::find(l, key, hash)? {
         Some(found) if found.unit == unit => index::repoint(l, found, hash, dest),
@@ -162,8 +158,7 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<bool, Corruption> {
         ));
     }
     let before = fb.prev_size.load(Relaxed);
-    let key_len = lb.key_len.load(Relaxed) as usize;
-    let key = l.bytes(live as u64 * UNIT + BLOCK_HEADER, key_len)?;
+    let key = l.key(live)?;
     let hash = index::hash(l, key);
     let entry = index::find_unit(l, hash, live)
         .ok_or_else(|| corrupt!("live block {live} is not in the index"))?;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use siphasher::sip::SipHasher13;
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{BLOCK_HEADER, LIVE, UNIT};
+use crate::layout::{LIVE, data_off};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 
@@ -55,7 +55,7 @@ pub fn block_has_key(l: &Locked, unit: u32, key: &[u8]) -> Result<bool, Corrupti
     if b.key_len.load(Relaxed) as usize != key.len() {
         return Ok(false);
     }
-    Ok(l.bytes(unit as u64 * UNIT + BLOCK_HEADER, key.len())? == key)
+    Ok(l.bytes(data_off(unit), key.len())? == key)
 }
 
 /// Finds `key`, whose hash is `hash`.
@@ -194,10 +194,7 @@ pub fn validate(l: &Locked, in_chain: impl Fn(u32) -> bool) -> Result<u64, Corru
                         "index slot {i} points at block {unit}, which is not live"
                     ));
                 }
-                let key = l.bytes(
-                    unit as u64 * UNIT + BLOCK_HEADER,
-                    b.key_len.load(Relaxed) as usize,
-                )?;
+                let key = l.key(unit)?;
                 let hash = self::hash(l, key);
                 if !tag_matches(s, hash) {
                     return Err(corrupt!(

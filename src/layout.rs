@@ -255,6 +255,11 @@ impl Geometry {
     }
 }
 
+/// Arena byte offset of the key of the block at `unit` (the value follows the key).
+pub fn data_off(unit: u32) -> u64 {
+    unit as u64 * UNIT + BLOCK_HEADER
+}
+
 /// Units of a block holding this key and value.
 pub fn block_units(key_len: usize, val_len: usize) -> u64 {
     let bytes = BLOCK_HEADER + key_len as u64 + val_len as u64;

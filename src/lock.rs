@@ -107,6 +107,12 @@ impl Locked<'_> {
         }
     }
 
+    /// The key of the block at `unit` (its `key_len` bytes after the block header).
+    pub fn key(&self, unit: u32) -> Result<&[u8], Corruption> {
+        let len = self.m.block(unit)?.key_len.load(Relaxed) as usize;
+        self.bytes(crate::layout::data_off(unit), len)
+    }
+
     /// Borrows `len` arena bytes at byte offset `off`, for as long as the lock is held.
     pub fn bytes(&self, off: u64, len: usize) -> Result<&[u8], Corruption> {
         // SAFETY: `self` proves the lock is held, and the slice cannot outlive `self`.

@@ -76,7 +76,7 @@ fn live_key<'l>(l: &'l Locked, s: &Scanned) -> Result<Option<&'l [u8]>, Corrupti
     {
         return Ok(None);
     }
-    let key = l.bytes(s.unit as u64 * UNIT + BLOCK_HEADER, key_len as usize)?;
+    let key = l.bytes(crate::layout::data_off(s.unit), key_len as usize)?;
     Ok(std::str::from_utf8(key).is_ok().then_some(key))
 }
 
@@ -129,12 +129,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     }
 
     // Free space: merge every run of non-live blocks, drop a trailing one into the wilderness.
-    for w in h.free_bitmap.iter() {
-        w.store(0, Relaxed);
-    }
-    for head in h.free_heads.iter() {
-        head.store(NIL, Relaxed);
-    }
+    arena::clear_free_lists(l);
     let (mut used, mut values, mut prev_size, mut i) = (0u64, 0u64, 0u32, 0usize);
     let mut top = h.top.load(Relaxed);
     while i < blocks.len() {
@@ -208,12 +203,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
 pub fn reset(m: &Mapping) {
     let h = m.header();
     index::clear(m);
-    for w in h.free_bitmap.iter() {
-        w.store(0, Relaxed);
-    }
-    for head in h.free_heads.iter() {
-        head.store(NIL, Relaxed);
-    }
+    arena::clear_free_lists(m);
     h.top.store(0, Relaxed);
     h.last_units.store(0, Relaxed);
     h.lru_head.store(NIL, Relaxed);

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Corruption, Error, Result};
 use crate::index::{self, Found};
-use crate::layout::{BLOCK_HEADER, LIVE, NIL, UNIT, block_units};
+use crate::layout::{LIVE, NIL, UNIT, block_units, data_off};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
@@ -479,7 +479,7 @@ impl Store {
             lru::mark_referenced(b);
             fault!();
             h.hits.fetch_add(1, Relaxed);
-            let off = found.unit as u64 * UNIT + BLOCK_HEADER + key.len() as u64;
+            let off = data_off(found.unit) + key.len() as u64;
             let len = usize::try_from(b.val_len.load(Relaxed))
                 .map_err(|_| crate::error::corrupt!("value length"))?;
             Ok(Some(f(l.bytes(off, len)?)))
@@ -524,12 +524,7 @@ impl Store {
         self.locked(|l| {
             let mut keys = Vec::with_capacity(live_estimate(l));
             lru::walk(l, l.header().objects.load(Relaxed), |unit| {
-                let b = l.block(unit)?;
-                let key = l.bytes(
-                    unit as u64 * UNIT + BLOCK_HEADER,
-                    b.key_len.load(Relaxed) as usize,
-                )?;
-                let key = std::str::from_utf8(key)
+                let key = std::str::from_utf8(l.key(unit)?)
                     .map_err(|_| crate::error::corrupt!("key of block {unit} is not UTF-8"))?;
                 keys.push(key.to_owned());
                 Ok(())
@@ -577,7 +572,7 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     fault!();
     b.stamp
         .store(h.clock.fetch_add(1, Relaxed).wrapping_add(1), Relaxed);
-    let off = unit as u64 * UNIT + BLOCK_HEADER;
+    let off = data_off(unit);
     l.write(off, key)?;
     fault!();
     l.write(off + key.len() as u64, value)?;
@@ -589,11 +584,7 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
 
 /// The index entry of live block `unit`.
 fn found_by_block(l: &Locked, unit: u32) -> Result<Found, Corruption> {
-    let b = l.block(unit)?;
-    let key = l.bytes(
-        unit as u64 * UNIT + BLOCK_HEADER,
-        b.key_len.load(Relaxed) as usize,
-    )?;
+    let key = l.key(unit)?;
     match index::find(l, key, index::hash(l, key))? {
         Some(f) if f.unit == unit => Ok(f),
         _ => Err(crate::error::corrupt!(
@@ -640,11 +631,7 @@ fn live_estimate(l: &Locked) -> usize {
 fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
     let mut entries = Vec::with_capacity(live_estimate(l));
     lru::walk(l, l.header().objects.load(Relaxed), |unit| {
-        let b = l.block(unit)?;
-        let key = l.bytes(
-            unit as u64 * UNIT + BLOCK_HEADER,
-            b.key_len.load(Relaxed) as usize,
-        )?;
+        let key = l.key(unit)?;
         entries.push((index::hash(l, key), unit));
         Ok(())
     })?;
