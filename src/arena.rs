@@ -317,7 +317,8 @@ pub fn warm_reserve(m: &Mapping) -> u64 {
 /// [`warm_reserve`] is free. The first time, all of them; after
 /// that (the block is marked `HOLES`), only the pages that the freeing of `freed` (a byte
 /// range) made whole, so that freeing small objects next to a large hole costs no system
-/// call unless a page comes free. The block is marked first, so a stop in between leaves a
+/// call unless a page comes free. Nothing is given back while a lock-free read is in flight
+/// (`optimistic::quiet`): the pages stay, unmarked. The block is marked first, so a stop in between leaves a
 /// marked block whose pages are still there, which is harmless.
 fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (u64, u64)) {
     // Keep a little free memory warm: a put that replaces an object reuses the pages the
@@ -347,7 +348,8 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
     } else {
         (interior_start, interior_end)
     };
-    if end <= start {
+    // A lock-free read in flight may be about to touch these pages: keep them this time.
+    if end <= start || !crate::optimistic::quiet(m) {
         return;
     }
     b.key_len.store(HOLES, Relaxed);
@@ -359,7 +361,8 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
 /// Gives back the pages above `top` plus the [`warm_reserve`] once there are at least
 /// [`PUNCH_MIN`] bytes of them (the reserve keeps a put/remove cycle at the top from reserving
 /// and punching the same pages again and again). `committed` is lowered first, so a stop in
-/// between leaves pages that are backed but counted as not, which is harmless.
+/// between leaves pages that are backed but counted as not, which is harmless. Nothing is
+/// given back while a lock-free read is in flight (`optimistic::quiet`).
 /// `backed_to` is how far pages may be allocated (the `committed` before it was lowered for
 /// holes).
 fn shrink_committed(m: &Mapping, backed_to: u64) {
@@ -369,7 +372,7 @@ fn shrink_committed(m: &Mapping, backed_to: u64) {
         .div_ceil(PAGE)
         .saturating_mul(PAGE)
         .min(arena);
-    if backed_to >= keep + PUNCH_MIN && backed_to <= arena {
+    if backed_to >= keep + PUNCH_MIN && backed_to <= arena && crate::optimistic::quiet(m) {
         if h.committed.load(Relaxed) > keep {
             h.committed.store(keep, Relaxed);
         }

@@ -5,9 +5,14 @@
 //! killed before it could clear its slot leaves a dead entry, which [`live`] prunes. A handle
 //! inherited by a forked child registers the child on its first operation there.
 //! Registration takes no lock: a slot is claimed with a compare-and-swap on its pid.
+//!
+//! Each slot is also its process's cache line of read counters (`hits`, `misses`, reads in
+//! flight): [`counters`] gives a handle's line, or the shared `unattached` line when the
+//! table was full.
 
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 
+use crate::layout::AttachSlot;
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -19,6 +24,9 @@ pub fn register(m: &Mapping) -> Option<usize> {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
                 slot.start.store(start, Relaxed);
+                // A process that died mid-read left its count; this one has no read in
+                // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
+                slot.reading.store(0, Relaxed);
                 return Some(i);
             }
         }
@@ -66,4 +74,24 @@ pub fn live(m: &Mapping) -> Vec<u32> {
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// The read counters of the process that owns `slot` (`None`: the table was full).
+pub fn counters(m: &Mapping, slot: Option<usize>) -> &AttachSlot {
+    let h = m.header();
+    slot.and_then(|i| h.attach.get(i)).unwrap_or(&h.unattached)
+}
+
+/// Total (hits, misses) over every line.
+pub fn read_totals(m: &Mapping) -> (u64, u64) {
+    let h = m.header();
+    h.attach
+        .iter()
+        .chain(std::iter::once(&h.unattached))
+        .fold((0u64, 0u64), |(hits, misses), s| {
+            (
+                hits.wrapping_add(s.hits.load(Relaxed)),
+                misses.wrapping_add(s.misses.load(Relaxed)),
+            )
+        })
 }

@@ -87,7 +87,7 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     let key = l.key(dest)?;
     let hash = index::hash(l, key);
     match index::find(l, key, hash)? {
-        Some(found) if found.unit == unit => index::repoint(l, found, hash, dest),
+        Some(found) if found.unit == unit => index::move_entry(l, found, hash, dest),
         _ => return Err(corrupt!("live block {unit} is not in the index")),
     }
     fault!();
@@ -180,7 +180,7 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<bool, Corruption> {
     finish_slide(l)?;
     // Derived data: the moved block's neighbours, index entry and LRU links.
     l.block(free)?.prev_size.store(before, Relaxed);
-    index::repoint(l, entry, hash, free);
+    index::move_entry(l, entry, hash, free);
     fault!();
     lru::relink(l, free)?;
     fault!();

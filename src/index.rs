@@ -1,7 +1,11 @@
 //! The index: an open-addressing hash table of `u64` slots, linear probing, power-of-two size.
 //!
-//! A slot is `EMPTY`, `TOMBSTONE`, or `tag << 32 | (unit + 1)`: the top 32 bits of the key's
-//! hash and the block's offset in units. The hash is SipHash-1-3 keyed by the store's random
+//! A slot is `EMPTY`, `TOMBSTONE`, or `referenced << 63 | tag << 32 | (unit + 1)`: the
+//! CLOCK bit (read since it was last placed at the LRU head), the top 31 bits of the key's
+//! hash and the block's offset in units. The bit lives here, not in the block, because
+//! lock-free readers set it (`optimistic.rs`): a compare-and-swap from the exact entry they
+//! read can only ever mark that entry, while a store into a block they no longer own could
+//! land in another object's bytes. The hash is SipHash-1-3 keyed by the store's random
 //! seed, so it is the same in every process and hostile keys cannot force long probe chains.
 //! Every probe loop stops after visiting each slot once, so a scribbled table cannot make it
 //! run forever.
@@ -27,16 +31,39 @@ pub fn hash(m: &Mapping, key: &[u8]) -> u64 {
     s.finish()
 }
 
+/// The CLOCK bit of an entry.
+pub const REFERENCED: u64 = 1 << 63;
+
 fn pack(hash: u64, unit: u32) -> u64 {
-    (hash >> 32) << 32 | (unit as u64 + 1)
+    (hash >> 33) << 32 | (unit as u64 + 1)
 }
 
-fn unit_of(slot: u64) -> u32 {
+pub fn unit_of(slot: u64) -> u32 {
     (slot as u32).wrapping_sub(1)
 }
 
-fn tag_matches(slot: u64, hash: u64) -> bool {
-    slot >> 32 == hash >> 32
+pub fn tag_matches(slot: u64, hash: u64) -> bool {
+    (slot & !REFERENCED) >> 32 == hash >> 33
+}
+
+/// Sets the CLOCK bit of the entry in slot `i` if it still holds `seen` (as read by a
+/// look-up): writes nothing when the bit is set already, and never changes another entry.
+pub fn mark_referenced(m: &Mapping, i: u64, seen: u64) {
+    if seen & REFERENCED == 0 && seen != EMPTY {
+        let _ = m
+            .slot(i)
+            .compare_exchange(seen, seen | REFERENCED, Relaxed, Relaxed);
+    }
+}
+
+/// Whether the entry was read since it was last placed at the LRU head.
+pub fn is_referenced(m: &Mapping, found: Found) -> bool {
+    m.slot(found.slot).load(Relaxed) & REFERENCED != 0
+}
+
+/// Clears the CLOCK bit of an entry (its second chance was used).
+pub fn clear_referenced(m: &Mapping, found: Found) {
+    m.slot(found.slot).fetch_and(!REFERENCED, Relaxed);
 }
 
 /// A key found in the index.
@@ -44,6 +71,8 @@ fn tag_matches(slot: u64, hash: u64) -> bool {
 pub struct Found {
     pub slot: u64,
     pub unit: u32,
+    /// The slot's value when it was found.
+    pub entry: u64,
 }
 
 /// Whether the block at `unit` is live and holds `key`.
@@ -71,6 +100,7 @@ pub fn find(l: &Locked, key: &[u8], hash: u64) -> Result<Option<Found>, Corrupti
             return Ok(Some(Found {
                 slot: i & (slots - 1),
                 unit: unit_of(s),
+                entry: s,
             }));
         }
         i = i.wrapping_add(1);
@@ -88,10 +118,11 @@ pub fn find_unit(m: &Mapping, hash: u64, unit: u32) -> Option<Found> {
         if s == EMPTY {
             return None;
         }
-        if s == pack(hash, unit) {
+        if s != TOMBSTONE && s & !REFERENCED == pack(hash, unit) {
             return Some(Found {
                 slot: i & (slots - 1),
                 unit,
+                entry: s,
             });
         }
         i = i.wrapping_add(1);
@@ -102,6 +133,11 @@ pub fn find_unit(m: &Mapping, hash: u64, unit: u32) -> Option<Found> {
 /// Adds an entry for a key known to be absent. Fails only if the table has no free slot,
 /// which the store prevents by keeping live entries under `max_live`.
 pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
+    insert_marked(m, hash, unit, false)
+}
+
+/// [`insert`], with the CLOCK bit given.
+fn insert_marked(m: &Mapping, hash: u64, unit: u32, referenced: bool) -> Result<(), Corruption> {
     let h = m.header();
     let slots = m.geo().index_slots;
     let mut i = hash;
@@ -109,7 +145,8 @@ pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
         let slot = m.slot(i);
         let s = slot.load(Relaxed);
         if s == EMPTY || s == TOMBSTONE {
-            slot.store(pack(hash, unit), Relaxed);
+            let bit = if referenced { REFERENCED } else { 0 };
+            slot.store(pack(hash, unit) | bit, Relaxed);
             fault!();
             h.index_live.fetch_add(1, Relaxed);
             if s == TOMBSTONE {
@@ -122,9 +159,17 @@ pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
     Err(corrupt!("the index has no free slot"))
 }
 
-/// Points an existing entry at another block (a replacement).
+/// Points an existing entry at another block holding a new object (a replacement: the CLOCK
+/// bit starts clear).
 pub fn repoint(m: &Mapping, found: Found, hash: u64, unit: u32) {
     m.slot(found.slot).store(pack(hash, unit), Relaxed);
+}
+
+/// Points an existing entry at the block its object was moved to, keeping its CLOCK bit.
+pub fn move_entry(m: &Mapping, found: Found, hash: u64, unit: u32) {
+    let referenced = m.slot(found.slot).load(Relaxed) & REFERENCED;
+    m.slot(found.slot)
+        .store(pack(hash, unit) | referenced, Relaxed);
 }
 
 /// Removes an entry.
@@ -161,11 +206,14 @@ pub fn crowded(m: &Mapping) -> bool {
     used >= m.geo().index_slots / 8 * 7
 }
 
-/// Re-inserts every live entry, given as (hash, unit) pairs, into an empty table.
-pub fn rebuild(m: &Mapping, entries: impl Iterator<Item = (u64, u32)>) -> Result<(), Corruption> {
+/// Re-inserts every live entry, given as (hash, unit, referenced), into an empty table.
+pub fn rebuild(
+    m: &Mapping,
+    entries: impl Iterator<Item = (u64, u32, bool)>,
+) -> Result<(), Corruption> {
     clear(m);
-    for (hash, unit) in entries {
-        insert(m, hash, unit)?;
+    for (hash, unit, referenced) in entries {
+        insert_marked(m, hash, unit, referenced)?;
     }
     Ok(())
 }

@@ -18,12 +18,12 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
 pub const PAGE: u64 = 4096;
-pub const HEADER_SIZE: u64 = PAGE;
+pub const HEADER_SIZE: u64 = 2 * PAGE;
 /// Blocks start and end on multiples of this many bytes; block offsets count in these units.
 pub const UNIT: u64 = 16;
 /// "No block" in a link.
@@ -54,13 +54,22 @@ impl MutexCell {
     }
 }
 
-/// One process that has the store open.
-#[repr(C)]
+/// One process that has the store open, and the counters its reads update: a cache line of
+/// its own, so that readers in different processes never write the same line.
+#[repr(C, align(64))]
 pub struct AttachSlot {
     pub pid: AtomicU32,
     pub _pad: AtomicU32,
     /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
     pub start: AtomicU64,
+    /// Gets that found / did not find their key. Shards of the store's totals: they stay
+    /// when the slot is freed and are summed over every slot.
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Lock-free reads under way in this process (`optimistic.rs`): while any slot of a live
+    /// process counts one, no page of the arena is given back to the system.
+    pub reading: AtomicU64,
+    pub _reserved: [AtomicU64; 3],
 }
 
 /// The first page of the segment.
@@ -85,7 +94,10 @@ pub struct Header {
     pub creator_pid: AtomicU32,
     pub _pad0: AtomicU32,
     pub created_ns: AtomicU64,
-    pub _reserved0: AtomicU64,
+    /// The seqlock word: odd while a lock holder changes the structures, bumped to the next
+    /// even number when it is done (see `optimistic.rs`). On the read-mostly line readers
+    /// need anyway (with the seed).
+    pub seqlock: AtomicU64,
     // the lock
     pub mutex: MutexCell,
     pub lock_owner: AtomicU32,
@@ -112,9 +124,8 @@ pub struct Header {
     pub slide: SlideJournal,
     pub free_bitmap: [AtomicU64; BINS / 64],
     pub free_heads: [AtomicU32; BINS],
-    // counters (atomic increments; read without the lock)
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    // counters (atomic increments; read without the lock; hits and misses are in `attach`)
+    pub _reserved3: [AtomicU64; 2],
     pub puts: AtomicU64,
     pub refused_puts: AtomicU64,
     pub removes: AtomicU64,
@@ -125,8 +136,10 @@ pub struct Header {
     /// Live blocks moved to make room (relocated or slid) instead of evicting.
     pub moves: AtomicU64,
     pub _reserved2: [AtomicU64; 6],
-    // open handles
+    // open handles, and the read counters of each
     pub attach: [AttachSlot; ATTACH_SLOTS],
+    /// The read counters of processes that found the attach table full.
+    pub unattached: AttachSlot,
 }
 
 /// An intent record for a slide, the one mutation whose copy overwrites its own source.
@@ -324,13 +337,27 @@ mod offsets {
             ("slide", offset_of!(Header, slide), 344),
             ("free_bitmap", offset_of!(Header, free_bitmap), 384),
             ("free_heads", offset_of!(Header, free_heads), 408),
-            ("hits", offset_of!(Header, hits), 1176),
-            ("attach", offset_of!(Header, attach), 1304),
+            ("created_ns", offset_of!(Header, created_ns), 112),
+            ("seqlock", offset_of!(Header, seqlock), 120),
+            ("puts", offset_of!(Header, puts), 1192),
+            ("attach", offset_of!(Header, attach), 1344),
+            ("unattached", offset_of!(Header, unattached), 5440),
         ];
         for (field, actual, doc) in documented {
             assert_eq!(actual, doc, "header field {field}");
         }
-        assert_eq!(std::mem::size_of::<Header>(), 2368);
+        assert_eq!(std::mem::size_of::<Header>(), 5504);
+        let slot = [
+            ("pid", offset_of!(AttachSlot, pid), 0),
+            ("start", offset_of!(AttachSlot, start), 8),
+            ("hits", offset_of!(AttachSlot, hits), 16),
+            ("misses", offset_of!(AttachSlot, misses), 24),
+            ("reading", offset_of!(AttachSlot, reading), 32),
+        ];
+        for (field, actual, doc) in slot {
+            assert_eq!(actual, doc, "attach slot field {field}");
+        }
+        assert_eq!(std::mem::size_of::<AttachSlot>(), 64);
         let block = [
             ("size", offset_of!(Block, size), 0),
             ("state", offset_of!(Block, state), 4),

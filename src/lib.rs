@@ -56,6 +56,7 @@ mod lock;
 mod lru;
 mod mapping;
 mod memory;
+mod optimistic;
 mod options;
 mod os;
 mod recovery;

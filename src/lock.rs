@@ -11,12 +11,14 @@
 //! back-off (a few microseconds in all), then `pthread_mutex_clocklock(CLOCK_MONOTONIC)`
 //! waits in the kernel, immune to wall-clock jumps; the clock is read only then. A [`Locked`]
 //! guard proves the lock is held; it is the only way to borrow arena bytes, and dropping it
-//! unlocks. A guard never unlocks a mutex left inconsistent: that would make the mutex
+//! unlocks. A holder that changes anything first calls [`Locked::begin_write`], which makes
+//! the header's seqlock word odd; the guard makes it even again (and new) before unlocking,
+//! so that lock-free readers (`optimistic.rs`) know to retry. A guard never unlocks a mutex left inconsistent: that would make the mutex
 //! unrecoverable (`ENOTRECOVERABLE`) for every process.
 
 use std::cell::Cell;
 use std::ops::Deref;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::Duration;
 
 use crate::error::Corruption;
@@ -45,6 +47,8 @@ pub enum LockError {
 pub struct Locked<'a> {
     m: &'a Mapping,
     inconsistent: Cell<bool>,
+    /// Whether this holder made the seqlock word odd.
+    writing: Cell<bool>,
 }
 
 /// Trylock attempts between the first and the wait in the kernel.
@@ -94,11 +98,23 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
     let guard = Locked {
         m,
         inconsistent: Cell::new(acquired == Acquired::OwnerDied),
+        writing: Cell::new(false),
     };
     Ok((guard, acquired))
 }
 
 impl Locked<'_> {
+    /// Announces a change to lock-free readers: makes the seqlock word odd until the guard is
+    /// dropped. Call before the first store to anything a reader looks at. `fetch_or`, not
+    /// an increment: a holder that died mid-change left the word odd, and it must stay odd
+    /// until the change is repaired. Sequentially consistent, because a punch of pages reads
+    /// the readers' in-flight counts after it (see `optimistic::quiet`).
+    pub fn begin_write(&self) {
+        if !self.writing.replace(true) {
+            self.m.header().seqlock.fetch_or(1, SeqCst);
+        }
+    }
+
     /// Marks the mutex consistent after a recovery (a no-op if it was taken cleanly).
     pub fn mark_consistent(&self) {
         if self.inconsistent.replace(false) {
@@ -132,8 +148,20 @@ impl Drop for Locked<'_> {
         // Reached with `inconsistent` set only if recovery panicked; `recovering` is still set
         // in the header, so the next holder recovers again. Unlocking an inconsistent robust
         // mutex would instead make it unusable for good.
+        let h = self.m.header();
+        if self.writing.get() {
+            if std::thread::panicking() {
+                // A change may be half done: readers keep retrying (and fall back to the
+                // lock) until the next holder has repaired it.
+                h.recovering.store(1, Relaxed);
+            } else {
+                // Odd to even: everything written under the lock is visible to a reader
+                // that sees the new value.
+                h.seqlock.fetch_add(1, Release);
+            }
+        }
         self.mark_consistent();
-        self.m.header().lock_owner.store(0, Relaxed);
+        h.lock_owner.store(0, Relaxed);
         // SAFETY: this thread holds the mutex (the guard exists only while it does).
         unsafe { os::mutex_unlock(self.m.header().mutex.get()) };
     }

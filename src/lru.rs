@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{Corruption, corrupt};
+use crate::index;
 use crate::layout::NIL;
+use crate::lock::Locked;
 use crate::mapping::Mapping;
 
 /// Links a live block in at the head.
@@ -91,31 +93,21 @@ pub fn touch(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     push_front(m, unit)
 }
 
-/// The top bit of a live block's `stamp`: read since it was last placed at the head.
-pub const REFERENCED: u64 = 1 << 63;
-
-/// Marks a live block read (a get). Writes only when the bit is not set yet.
-pub fn mark_referenced(b: &crate::layout::Block) {
-    let s = b.stamp.load(Relaxed);
-    if s & REFERENCED == 0 {
-        b.stamp.store(s | REFERENCED, Relaxed);
-    }
-}
-
 /// The block to evict: the least recently placed one other than `skip` that was not read
 /// since it was placed; a read one met at the tail is moved to the head with a new stamp
-/// instead (its second chance). This is CLOCK with the list as the clock: a get costs one
-/// store to its own block, and eviction order stays close to LRU.
-pub fn victim(m: &Mapping, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
-    let h = m.header();
+/// instead (its second chance). This is CLOCK with the list as the clock: a get costs at
+/// most one compare-and-swap on its index entry (the CLOCK bit, see `index.rs`), and
+/// eviction order stays close to LRU.
+pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
+    let h = l.header();
     // Each pass either returns or clears one bit: at most every block once, plus one.
-    for _ in 0..=m.geo().max_live() + 1 {
+    for _ in 0..=l.geo().max_live() + 1 {
         let tail = h.lru_tail.load(Relaxed);
         if tail == NIL {
             return Ok(None);
         }
         let cand = if Some(tail) == skip {
-            let prev = m.block(tail)?.prev.load(Relaxed);
+            let prev = l.block(tail)?.prev.load(Relaxed);
             if prev == NIL {
                 return Ok(None);
             }
@@ -123,14 +115,19 @@ pub fn victim(m: &Mapping, skip: Option<u32>) -> Result<Option<u32>, Corruption>
         } else {
             tail
         };
-        let b = m.block(cand)?;
-        if b.stamp.load(Relaxed) & REFERENCED == 0 {
+        let key = l.key(cand)?;
+        let Some(entry) = index::find_unit(l, index::hash(l, key), cand) else {
+            return Err(corrupt!("live block {cand} is not in the index"));
+        };
+        if !index::is_referenced(l, entry) {
             return Ok(Some(cand));
         }
+        index::clear_referenced(l, entry);
+        fault!();
         // Wrapping: a scribbled clock must not panic (check() then reports the order).
-        let stamp = h.clock.fetch_add(1, Relaxed).wrapping_add(1) & !REFERENCED;
-        b.stamp.store(stamp, Relaxed);
-        touch(m, cand)?;
+        let stamp = h.clock.fetch_add(1, Relaxed).wrapping_add(1);
+        l.block(cand)?.stamp.store(stamp, Relaxed);
+        touch(l, cand)?;
         fault!();
     }
     Err(corrupt!(

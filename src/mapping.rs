@@ -95,6 +95,47 @@ impl Mapping {
         Ok(())
     }
 
+    /// Appends `len` arena bytes at byte offset `off` to `out`, without the lock: the bytes
+    /// may be changing under a writer meanwhile, and are garbage unless the caller's seqlock
+    /// check passes afterwards (see `optimistic.rs` and docs/design.md, "Lock-free reads").
+    /// The caller must also know that the range's pages are backed (a read of a page given
+    /// back to the system would allocate it again, or raise SIGBUS on a full /dev/shm).
+    pub fn copy_out_racy(&self, off: u64, len: usize, out: &mut Vec<u8>) -> Result<(), Corruption> {
+        let at = self.arena_range(off, len)?;
+        out.reserve(len);
+        // SAFETY: the source range lies inside the mapping (checked) and the destination is
+        // `out`'s spare capacity (reserved above), private to this thread; no reference to the
+        // shared bytes is made. A writer in another process (or thread) may store to the
+        // source meanwhile: the copy may then be torn, which the caller detects and discards
+        // before using a byte of it.
+        unsafe {
+            let dst = out.as_mut_ptr().add(out.len());
+            std::ptr::copy_nonoverlapping(self.map.ptr().add(at), dst, len);
+            out.set_len(out.len() + len);
+        }
+        Ok(())
+    }
+
+    /// Whether the `want.len()` arena bytes at byte offset `off` equal `want`, read without
+    /// the lock (the answer means something only if the caller's seqlock check passes).
+    pub fn equals_racy(&self, off: u64, want: &[u8]) -> Result<bool, Corruption> {
+        let at = self.arena_range(off, want.len())?;
+        let mut buf = [0u8; 64];
+        for (i, chunk) in want.chunks(buf.len()).enumerate() {
+            let piece = &mut buf[..chunk.len()];
+            // SAFETY: in bounds (checked above: the chunks cover `want.len()` bytes from
+            // `at`); copied through raw pointers into a local buffer, as in `copy_out_racy`.
+            unsafe {
+                let src = self.map.ptr().add(at + i * 64);
+                std::ptr::copy_nonoverlapping(src, piece.as_mut_ptr(), chunk.len());
+            }
+            if piece != chunk {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Borrows `len` arena bytes at byte offset `off`.
     ///
     /// # Safety

@@ -340,7 +340,7 @@ pub fn validate(l: &Locked) -> Result<Checked, Corruption> {
                 "LRU list holds {unit}, which is not a live block of the arena"
             ));
         }
-        let stamp = b.stamp.load(Relaxed) & !lru::REFERENCED;
+        let stamp = b.stamp.load(Relaxed);
         if stamp > last_stamp {
             return Err(corrupt!("LRU list is out of order at block {unit}"));
         }

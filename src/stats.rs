@@ -65,6 +65,7 @@ impl Stats {
     pub(crate) fn read(m: &Mapping, options: &Options) -> Stats {
         let h = m.header();
         let lock_owner = h.lock_owner.load(Relaxed);
+        let (hits, misses) = crate::attach::read_totals(m);
         Stats {
             objects: h.objects.load(Relaxed),
             used_bytes: h.used_bytes.load(Relaxed),
@@ -73,8 +74,8 @@ impl Stats {
             committed_bytes: h.committed.load(Relaxed),
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
-            hits: h.hits.load(Relaxed),
-            misses: h.misses.load(Relaxed),
+            hits,
+            misses,
             puts: h.puts.load(Relaxed),
             refused_puts: h.refused_puts.load(Relaxed),
             removes: h.removes.load(Relaxed),

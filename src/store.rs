@@ -15,6 +15,7 @@ use crate::layout::{LIVE, NIL, UNIT, block_units, data_off};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
+use crate::optimistic::{self, Outcome};
 use crate::options::{Options, PutPolicy};
 use crate::recovery;
 use crate::segment;
@@ -45,6 +46,12 @@ struct Inner {
 const NO_SLOT: usize = usize::MAX;
 
 impl Inner {
+    /// This process's line of read counters in the attach table.
+    fn counters(&self) -> &crate::layout::AttachSlot {
+        let slot = self.attach_slot.load(Relaxed);
+        attach::counters(&self.m, (slot != NO_SLOT).then_some(slot))
+    }
+
     fn register(&self) {
         let generation = crate::os::fork_generation();
         let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
@@ -269,6 +276,7 @@ impl Store {
 
     /// Rebuilds the derived structures after a lock holder died (or a corruption was seen).
     fn recover(&self, l: &Locked) {
+        l.begin_write();
         let h = l.header();
         if recovery::rebuild(l).is_err() {
             recovery::reset(l);
@@ -314,6 +322,7 @@ impl Store {
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
         let (stored, freed, lost_old) = self.locked(|l| {
+            l.begin_write();
             let h = l.header();
             let hash = index::hash(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
@@ -457,28 +466,52 @@ impl Store {
         Ok(self.get(key)?.unwrap_or(default))
     }
 
-    /// The raw bytes under `key`, copied out.
+    /// The raw bytes under `key`, copied out. Takes no lock unless the value is over 64 KiB
+    /// or a writer is busy (see docs/design.md, "Lock-free reads").
     pub fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.get_with(key, <[u8]>::to_vec)
+        check_key(key)?;
+        match self.read_unlocked(key, true) {
+            Outcome::Hit(value) => Ok(value),
+            Outcome::Miss => Ok(None),
+            Outcome::Lock => self.get_with(key, <[u8]>::to_vec),
+        }
+    }
+
+    /// A lock-free look-up, counted in this process's hits and misses when it answers.
+    fn read_unlocked(&self, key: &str, copy: bool) -> Outcome {
+        self.reattach_after_fork();
+        let inner = &*self.inner;
+        let line = inner.counters();
+        let hash = index::hash(&inner.m, key.as_bytes());
+        let out = optimistic::read(&inner.m, line, key.as_bytes(), hash, copy);
+        if copy {
+            match out {
+                Outcome::Hit(_) => line.hits.fetch_add(1, Relaxed),
+                Outcome::Miss => line.misses.fetch_add(1, Relaxed),
+                Outcome::Lock => 0,
+            };
+        }
+        out
     }
 
     /// Runs `f` on the bytes under `key` while holding the store's lock: no copy. Keep `f`
-    /// short (other processes wait) and do not use the store inside it (`Error::Reentrant`).
+    /// short (other processes wait) and do not use the store inside it: whatever needs the
+    /// lock there returns `Error::Reentrant` (a lock-free `get` or `has` may succeed).
     pub fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         check_key(key)?;
+        let line = self.inner.counters();
         self.locked(|l| {
-            let h = l.header();
             let hash = index::hash(l, key.as_bytes());
             let Some(found) = index::find(l, key.as_bytes(), hash)? else {
-                h.misses.fetch_add(1, Relaxed);
+                line.misses.fetch_add(1, Relaxed);
                 return Ok(None);
             };
             let b = l.block(found.unit)?;
-            // Promotion is lazy (CLOCK-style): mark the block referenced, on its own header,
-            // and let eviction give it a second chance; no list move, no neighbours touched.
-            lru::mark_referenced(b);
+            // Promotion is lazy (CLOCK-style): mark the entry referenced and let eviction
+            // give it a second chance; no list move, no neighbours touched.
+            index::mark_referenced(l, found.slot, found.entry);
             fault!();
-            h.hits.fetch_add(1, Relaxed);
+            line.hits.fetch_add(1, Relaxed);
             let off = data_off(found.unit) + key.len() as u64;
             let len = usize::try_from(b.val_len.load(Relaxed))
                 .map_err(|_| crate::error::corrupt!("value length"))?;
@@ -488,9 +521,14 @@ impl Store {
 
     // ---- the rest of the original API ------------------------------------------------------
 
-    /// Whether `key` is there. Does not refresh recency.
+    /// Whether `key` is there. Does not refresh recency. Takes no lock unless a writer is busy.
     pub fn has(&self, key: &str) -> Result<bool> {
         check_key(key)?;
+        match self.read_unlocked(key, false) {
+            Outcome::Hit(_) => return Ok(true),
+            Outcome::Miss => return Ok(false),
+            Outcome::Lock => {}
+        }
         self.locked(|l| {
             Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.is_some())
         })
@@ -500,6 +538,7 @@ impl Store {
     pub fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         let freed = self.locked(|l| {
+            l.begin_write();
             let Some(found) = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?
             else {
                 return Ok(None);
@@ -632,7 +671,10 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
     let mut entries = Vec::with_capacity(live_estimate(l));
     lru::walk(l, l.header().objects.load(Relaxed), |unit| {
         let key = l.key(unit)?;
-        entries.push((index::hash(l, key), unit));
+        let hash = index::hash(l, key);
+        let referenced =
+            index::find_unit(l, hash, unit).is_some_and(|f| index::is_referenced(l, f));
+        entries.push((hash, unit, referenced));
         Ok(())
     })?;
     index::rebuild(l, entries.into_iter())

@@ -432,11 +432,16 @@ fn a_lock_held_by_another_process_times_out_after_the_lock_timeout() {
         "the put gave up after {waited:?}, before the lock timeout {timeout:?}"
     );
 
+    // Reads take no lock: the holder only reads, so they answer at once.
+    assert_eq!(
+        s.get::<String>("held").unwrap().as_deref(),
+        Some("the holder reads this")
+    );
+    assert!(s.has("held").unwrap());
+    assert_eq!(s.get::<u32>("x").unwrap(), None);
+
     let start = Instant::now();
-    assert!(matches!(
-        s.get::<String>("held"),
-        Err(Error::Timeout { .. })
-    ));
+    assert!(matches!(s.count(), Err(Error::Timeout { .. })));
     assert!(start.elapsed() >= timeout);
 
     assert_eq!(s.stats().unwrap().lock_timeouts, before + 2);
@@ -518,11 +523,13 @@ fn a_lock_holder_killed_with_sigkill_does_not_wedge_the_store() {
         "a killed process is still listed as having the store open"
     );
 
-    // The next operation gets through and recovers.
+    // The holder died reading, not changing anything: reads go on without the lock.
     match s.get::<String>("held") {
         Ok(Some(v)) => assert_eq!(v, "the holder reads this"),
-        other => panic!("the first operation after the holder died gave {other:?}"),
+        other => panic!("the first get after the holder died gave {other:?}"),
     }
+    // The next operation that takes the lock gets through and recovers.
+    assert_eq!(s.count().unwrap(), 101);
     let stats = s.stats().unwrap();
     assert!(
         stats.recoveries > before,

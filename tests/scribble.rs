@@ -21,7 +21,7 @@
 //!
 //! The fuzz target `fuzz/fuzz_targets/scribble.rs` does the same in-process (fuzz/README.md).
 //!
-//! The byte layout is the one in docs/design.md (header at 0, index at 4096, arena at
+//! The byte layout is the one in docs/design.md (header at 0, index at 8192, arena at
 //! `arena_off`; block header fields at +0..+48). The crate does not export its layout, so the
 //! offsets are written out here: a change to the layout must be made here too (`fill` checks
 //! the store first, and `Layout::read` walks the chain of blocks with these offsets).
@@ -96,10 +96,12 @@ mod hdr {
     pub const SLIDE_DONE: u64 = 376;
     pub const FREE_BITMAP: u64 = 384;
     pub const FREE_HEADS: u64 = 408;
-    pub const ATTACH: u64 = 1304;
+    pub const ATTACH: u64 = 1344;
+    /// Bytes of an attach slot (a cache line: pid, start, hits, misses, reads in flight).
+    pub const ATTACH_SLOT: u64 = 64;
     /// End of the header's fields (the rest of the first page is unused).
-    pub const END: u64 = 2368;
-    pub const INDEX: u64 = 4096;
+    pub const END: u64 = 5504;
+    pub const INDEX: u64 = 8192;
 }
 
 /// Block header field offsets, relative to the block.
@@ -167,12 +169,15 @@ const HEADER_FIELDS: &[(u64, usize, &str)] = &[
     (384, 8, "free_bitmap[0]"),
     (392, 8, "free_bitmap[1]"),
     (400, 8, "free_bitmap[2]"),
-    (1176, 8, "hits"),
+    (120, 8, "seqlock"),
     (1232, 8, "recoveries"),
     (1240, 8, "resets"),
-    (1304, 4, "attach[0].pid"),
-    (1312, 8, "attach[0].start"),
-    (1320, 4, "attach[1].pid"),
+    (1344, 4, "attach[0].pid"),
+    (1352, 8, "attach[0].start"),
+    (1360, 8, "attach[0].hits"),
+    (1376, 8, "attach[0].reading"),
+    (1408, 4, "attach[1].pid"),
+    (5472, 8, "unattached.reading"),
 ];
 
 /// Block header fields worth aiming at: (offset, width, name); width 0 is a byte string (key
@@ -2091,8 +2096,16 @@ fn det_attach_table_full_of_strangers() {
         let s = (0..64u64)
             .flat_map(|i| {
                 [
-                    put_u32(hdr::ATTACH + i * 16, 1 + i as u32, "attach pid"),
-                    put_u64(hdr::ATTACH + i * 16 + 8, 12345, "attach start"),
+                    put_u32(
+                        hdr::ATTACH + i * hdr::ATTACH_SLOT,
+                        1 + i as u32,
+                        "attach pid",
+                    ),
+                    put_u64(
+                        hdr::ATTACH + i * hdr::ATTACH_SLOT + 8,
+                        12345,
+                        "attach start",
+                    ),
                 ]
             })
             .collect();

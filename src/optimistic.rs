@@ -1,0 +1,159 @@
+//! Reads that take no lock: `get` and `has` validated by a seqlock over the whole store.
+//!
+//! A writer makes the header's `seqlock` word odd before its first change and even (and new)
+//! after its last one (`Locked::begin_write` and the guard's drop). A reader loads the word,
+//! probes the index and copies the value with plain loads, then loads the word again: if it
+//! was even and has not changed, nothing was written meanwhile and the copy is exact;
+//! otherwise it throws the copy away and tries again, and after a few tries takes the lock.
+//!
+//! A reader never acts on what it read before that check passes, and every offset it follows
+//! is bounds-checked, so a torn read can only send it somewhere else inside the mapping or
+//! make it give up. One hazard remains that validation after the fact cannot undo: touching
+//! a page that a writer has just given back to the system (a read fault on a tmpfs hole
+//! allocates the page again, and raises SIGBUS when /dev/shm is full). So each reader counts
+//! itself in flight in its process's attach slot, and a writer gives pages back only when no
+//! read is in flight ([`quiet`]); see docs/design.md, "Lock-free reads".
+//!
+//! A get refreshes recency by setting its entry's CLOCK bit in the index with a
+//! compare-and-swap from the entry it validated (see `index.rs`), once per placement.
+//!
+//! The reader takes the lock instead for a value over [`MAX_VALUE`] (copied under the lock,
+//! at memcpy speed, rather than risk retrying a long copy), a store due for recovery, or
+//! anything inconsistent (the locked path reports the corruption).
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::fence;
+
+use crate::index::{self, EMPTY, TOMBSTONE};
+use crate::layout::{AttachSlot, BLOCK_HEADER, LIVE, UNIT, data_off};
+use crate::mapping::Mapping;
+
+/// Largest value copied without the lock.
+pub const MAX_VALUE: u64 = 64 << 10;
+
+/// Tries before giving up and taking the lock.
+const ATTEMPTS: u32 = 4;
+
+/// What a lock-free read found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The key is there; its value, if it was asked for.
+    Hit(Option<Vec<u8>>),
+    Miss,
+    /// Take the lock (to mark the block referenced, to copy a large value, after a conflict,
+    /// or to let the locked path see what is wrong).
+    Lock,
+}
+
+/// Looks `key` (hashed to `hash`) up without the lock, copying its value if `copy`, counting
+/// the read in flight in `line` (this process's attach slot).
+pub fn read(m: &Mapping, line: &AttachSlot, key: &[u8], hash: u64, copy: bool) -> Outcome {
+    // Sequentially consistent with the seqlock load below and with a writer's `begin_write`
+    // and `quiet`: either the writer sees this read in flight, or this read sees the word odd.
+    line.reading.fetch_add(1, SeqCst);
+    let out = attempts(m, key, hash, copy);
+    line.reading.fetch_sub(1, Release);
+    out
+}
+
+fn attempts(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> Outcome {
+    let h = m.header();
+    for attempt in 0..ATTEMPTS {
+        let before = h.seqlock.load(SeqCst);
+        if before & 1 == 1 {
+            // A change is under way (or its writer died): wait a little, as long as a short
+            // critical section lasts.
+            for _ in 0..(64u32 << attempt) {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        if h.recovering.load(Relaxed) != 0 {
+            return Outcome::Lock;
+        }
+        let (seen, entry) = probe(m, key, hash, copy);
+        // Orders the loads of the probe before the second load of the word.
+        fence(Acquire);
+        if h.seqlock.load(Relaxed) == before {
+            if let (Outcome::Hit(Some(_)), Some((slot, value))) = (&seen, entry) {
+                // A get refreshes recency: the entry's CLOCK bit, by compare-and-swap from
+                // the value just validated (nothing is written once it is set).
+                index::mark_referenced(m, slot, value);
+            }
+            return seen;
+        }
+    }
+    Outcome::Lock
+}
+
+/// One unvalidated look-up (`index::find` without the lock); with a hit, the slot and the
+/// entry it held.
+fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u64, u64)>) {
+    let slots = m.geo().index_slots;
+    let mut i = hash;
+    for _ in 0..slots {
+        let s = m.slot(i).load(Relaxed);
+        if s == EMPTY {
+            return (Outcome::Miss, None);
+        }
+        if s != TOMBSTONE && index::tag_matches(s, hash) {
+            if let Some(out) = candidate(m, index::unit_of(s), key, copy) {
+                return (out, Some((i & (slots - 1), s)));
+            }
+        }
+        i = i.wrapping_add(1);
+    }
+    (Outcome::Miss, None)
+}
+
+/// What block `unit` says about `key`: `None` if it holds another key.
+fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> {
+    let h = m.header();
+    // Only committed pages are backed; a block beyond them is a torn read or a corruption.
+    let backed = h.committed.load(Relaxed);
+    let Ok(b) = m.block(unit) else {
+        return Some(Outcome::Lock);
+    };
+    let start = unit as u64 * UNIT;
+    let end = start + b.size.load(Relaxed) as u64 * UNIT;
+    if b.state.load(Acquire) != LIVE || end > backed || end < start + BLOCK_HEADER {
+        return Some(Outcome::Lock);
+    }
+    let key_len = b.key_len.load(Relaxed) as usize;
+    if key_len != key.len() {
+        return None;
+    }
+    let off = data_off(unit);
+    if off + key_len as u64 > end {
+        return Some(Outcome::Lock);
+    }
+    match m.equals_racy(off, key) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(_) => return Some(Outcome::Lock),
+    }
+    if !copy {
+        return Some(Outcome::Hit(None));
+    }
+    let len = b.val_len.load(Relaxed);
+    let val_off = off + key_len as u64;
+    if len > MAX_VALUE || val_off + len > end {
+        return Some(Outcome::Lock);
+    }
+    let mut value = Vec::new();
+    match m.copy_out_racy(val_off, len as usize, &mut value) {
+        Ok(()) => Some(Outcome::Hit(Some(value))),
+        Err(_) => Some(Outcome::Lock),
+    }
+}
+
+/// Whether no lock-free read is in flight, so that pages may be given back to the system.
+/// Called by a lock holder that has already made the seqlock word odd: a read that starts
+/// after this sees the word odd and touches nothing. Counts in the slots of processes that
+/// died mid-read keep this `false` until their slot is pruned (`attach::live`).
+pub fn quiet(m: &Mapping) -> bool {
+    let h = m.header();
+    fence(SeqCst);
+    let busy = |s: &AttachSlot| s.reading.load(Relaxed) != 0;
+    !busy(&h.unattached) && !h.attach.iter().any(|s| s.pid.load(Relaxed) != 0 && busy(s))
+}
