@@ -96,10 +96,11 @@ fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u6
         if s == EMPTY {
             return (Outcome::Miss, None);
         }
-        if s != TOMBSTONE && index::tag_matches(s, hash) {
-            if let Some(out) = candidate(m, index::unit_of(s), key, copy) {
-                return (out, Some((i & (slots - 1), s)));
-            }
+        if s != TOMBSTONE
+            && index::tag_matches(s, hash)
+            && let Some(out) = candidate(m, index::unit_of(s), key, copy)
+        {
+            return (out, Some((i & (slots - 1), s)));
         }
         i = i.wrapping_add(1);
     }
