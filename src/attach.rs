@@ -82,16 +82,22 @@ pub fn counters(m: &Mapping, slot: Option<usize>) -> &AttachSlot {
     slot.and_then(|i| h.attach.get(i)).unwrap_or(&h.unattached)
 }
 
-/// Total (hits, misses) over every line.
-pub fn read_totals(m: &Mapping) -> (u64, u64) {
+/// Totals of the read counters over every line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTotals {
+    pub hits: u64,
+    pub misses: u64,
+    pub locked_reads: u64,
+}
+
+/// Sums the read counters of every line (wrapping: scribbled counters must not panic).
+pub fn read_totals(m: &Mapping) -> ReadTotals {
     let h = m.header();
-    h.attach
-        .iter()
-        .chain(std::iter::once(&h.unattached))
-        .fold((0u64, 0u64), |(hits, misses), s| {
-            (
-                hits.wrapping_add(s.hits.load(Relaxed)),
-                misses.wrapping_add(s.misses.load(Relaxed)),
-            )
-        })
+    let mut t = ReadTotals::default();
+    for s in h.attach.iter().chain(std::iter::once(&h.unattached)) {
+        t.hits = t.hits.wrapping_add(s.hits.load(Relaxed));
+        t.misses = t.misses.wrapping_add(s.misses.load(Relaxed));
+        t.locked_reads = t.locked_reads.wrapping_add(s.locked_reads.load(Relaxed));
+    }
+    t
 }

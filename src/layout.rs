@@ -69,7 +69,10 @@ pub struct AttachSlot {
     /// Lock-free reads under way in this process (`optimistic.rs`): while any slot of a live
     /// process counts one, no page of the arena is given back to the system.
     pub reading: AtomicU64,
-    pub _reserved: [AtomicU64; 3],
+    /// Gets and `has` calls that had to take the lock after all (a value over the lock-free
+    /// limit, a busy writer, a recovery due). A shard, like `hits`.
+    pub locked_reads: AtomicU64,
+    pub _reserved: [AtomicU64; 2],
 }
 
 /// The first page of the segment.
@@ -353,6 +356,7 @@ mod offsets {
             ("hits", offset_of!(AttachSlot, hits), 16),
             ("misses", offset_of!(AttachSlot, misses), 24),
             ("reading", offset_of!(AttachSlot, reading), 32),
+            ("locked_reads", offset_of!(AttachSlot, locked_reads), 40),
         ];
         for (field, actual, doc) in slot {
             assert_eq!(actual, doc, "attach slot field {field}");

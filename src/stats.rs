@@ -29,6 +29,10 @@ pub struct Stats {
     pub max_objects: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Gets and `has` calls that took the lock instead of reading without it: a value over
+    /// 64 KiB, a writer busy for longer than a few retries, or a recovery due. A high share
+    /// of `hits + misses` means readers are queueing behind writers.
+    pub locked_reads: u64,
     /// Puts that stored their object.
     pub puts: u64,
     /// Puts the policy refused.
@@ -65,7 +69,7 @@ impl Stats {
     pub(crate) fn read(m: &Mapping, options: &Options) -> Stats {
         let h = m.header();
         let lock_owner = h.lock_owner.load(Relaxed);
-        let (hits, misses) = crate::attach::read_totals(m);
+        let reads = crate::attach::read_totals(m);
         Stats {
             objects: h.objects.load(Relaxed),
             used_bytes: h.used_bytes.load(Relaxed),
@@ -74,8 +78,9 @@ impl Stats {
             committed_bytes: h.committed.load(Relaxed),
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
-            hits,
-            misses,
+            hits: reads.hits,
+            misses: reads.misses,
+            locked_reads: reads.locked_reads,
             puts: h.puts.load(Relaxed),
             refused_puts: h.refused_puts.load(Relaxed),
             removes: h.removes.load(Relaxed),

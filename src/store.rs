@@ -484,13 +484,13 @@ impl Store {
         let line = inner.counters();
         let hash = index::hash(&inner.m, key.as_bytes());
         let out = optimistic::read(&inner.m, line, key.as_bytes(), hash, copy);
-        if copy {
-            match out {
-                Outcome::Hit(_) => line.hits.fetch_add(1, Relaxed),
-                Outcome::Miss => line.misses.fetch_add(1, Relaxed),
-                Outcome::Lock => 0,
-            };
-        }
+        let counter = match out {
+            Outcome::Hit(_) if copy => &line.hits,
+            Outcome::Miss if copy => &line.misses,
+            Outcome::Lock => &line.locked_reads,
+            _ => return out,
+        };
+        counter.fetch_add(1, Relaxed);
         out
     }
 
@@ -689,4 +689,102 @@ pub fn valid(name: &str) -> bool {
 /// to see which are usable).
 pub fn list() -> Result<Vec<String>> {
     segment::list()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store removed when the test ends, however it ends.
+    struct Temp(Store);
+
+    impl Temp {
+        fn new(tag: &str) -> Temp {
+            let name = format!("test-unit-{tag}-{}", std::process::id());
+            let options = Options::default().capacity(64 << 20).min_free_mem_pct(0.0);
+            Temp(Store::create(&name, options).unwrap())
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = Store::destroy(self.0.name());
+        }
+    }
+
+    fn memory(s: &Store) -> u64 {
+        s.stats().unwrap().memory_bytes
+    }
+
+    /// Puts 16 objects of 1 MiB; returns the memory held before and after.
+    fn fill(s: &Store) -> (u64, u64) {
+        let empty = memory(s);
+        for i in 0..16u8 {
+            assert!(s.put_bytes(&format!("big{i}"), &vec![i; 1 << 20]).unwrap());
+        }
+        (empty, memory(s))
+    }
+
+    #[test]
+    fn no_pages_are_given_back_while_a_lock_free_read_is_in_flight() {
+        let t = Temp::new("inflight");
+        let s = &t.0;
+        let (empty, full) = fill(s);
+        // As if a reader of this process were paused in the middle of a copy.
+        let line = s.inner.counters();
+        line.reading.fetch_add(1, Relaxed);
+        for i in (0..16u8).step_by(2) {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(
+            memory(s) >= full - (1 << 20),
+            "pages went back under a read in flight: {full} -> {}",
+            memory(s)
+        );
+        // Once the read is over, the next removals give back everything free around them.
+        line.reading.fetch_sub(1, Relaxed);
+        for i in (1..16u8).step_by(2) {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        let after = memory(s);
+        assert!(
+            after <= empty + (2 << 20),
+            "all removed, memory went {full} -> {after} (empty: {empty})"
+        );
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn a_dead_readers_count_holds_pages_only_until_its_slot_is_pruned() {
+        let t = Temp::new("deadreader");
+        let s = &t.0;
+        let (_, full) = fill(s);
+        // A process that died in the middle of a read, still listed in the attach table.
+        let mut kid = std::process::Command::new("true").spawn().unwrap();
+        let dead = kid.id();
+        kid.wait().unwrap();
+        let h = s.inner.m.header();
+        let slot = h
+            .attach
+            .iter()
+            .find(|slot| slot.pid.load(Relaxed) == 0)
+            .unwrap();
+        slot.reading.store(1, Relaxed);
+        slot.start.store(1, Relaxed);
+        slot.pid.store(dead, Relaxed);
+        for i in (0..16u8).step_by(2) {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(memory(s) >= full - (1 << 20), "pages went back");
+        // Listing the processes prunes the dead one: its count no longer holds anything.
+        assert!(!s.processes().contains(&dead));
+        for i in (1..16u8).step_by(2) {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(memory(s) <= full / 4, "memory stayed at {}", memory(s));
+        // A new owner of the slot starts with no read in flight.
+        let again = Store::open(s.name()).unwrap();
+        assert!(h.attach.iter().all(|slot| slot.reading.load(Relaxed) == 0));
+        drop(again);
+    }
 }

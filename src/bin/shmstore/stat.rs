@@ -100,6 +100,7 @@ fn text(
         ("hits", s.hits.to_string()),
         ("misses", s.misses.to_string()),
         ("hit ratio", fmt::percent(s.hit_ratio())),
+        ("locked reads", s.locked_reads.to_string()),
         ("puts", s.puts.to_string()),
         ("refused puts", s.refused_puts.to_string()),
         ("removes", s.removes.to_string()),

@@ -1,0 +1,179 @@
+//! Lock-free reads across real processes: readers in two processes get and check values while
+//! writers in two others replace, remove and evict them (so blocks move, merge and give their
+//! pages back), and one writer is killed with SIGKILL midway. A reader must only ever see a
+//! whole value that some writer stored under that key: never a torn one, never another key's.
+//!
+//! Children re-run this test binary (see tests/common/mod.rs, [`ChildProc`]).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ChildProc, Rng, STORE_VAR, TempStore, child_env, child_role, opts};
+use shmstore::{PutPolicy, Store};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+/// How long the children work.
+const RUN_FOR: Duration = Duration::from_millis(1500);
+/// Few keys, so that freed blocks are reused at once, under readers still copying them.
+const KEYS: u64 = 24;
+
+fn key(i: u64) -> String {
+    format!("lf-{i}")
+}
+
+/// The word a value of `key` written by `writer` in generation `generation` repeats.
+fn word(key: &str, writer: u64, generation: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in key.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^ writer.rotate_left(48) ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A self-checking value: writer, generation, then `words` copies of [`word`]. Sizes run
+/// from 16 bytes to 160 KiB, so that some values are read under the lock (over 64 KiB).
+fn value(key: &str, writer: u64, generation: u64, words: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + words * 8);
+    v.extend_from_slice(&writer.to_le_bytes());
+    v.extend_from_slice(&generation.to_le_bytes());
+    let w = word(key, writer, generation).to_le_bytes();
+    for _ in 0..words {
+        v.extend_from_slice(&w);
+    }
+    v
+}
+
+/// Panics unless `v` is a whole value written for `key`.
+fn verify(key: &str, v: &[u8]) {
+    assert!(
+        v.len() >= 16 && v.len().is_multiple_of(8),
+        "{key}: a value of {} bytes",
+        v.len()
+    );
+    let writer = u64::from_le_bytes(v[0..8].try_into().unwrap());
+    let generation = u64::from_le_bytes(v[8..16].try_into().unwrap());
+    let w = word(key, writer, generation).to_le_bytes();
+    for (i, chunk) in v[16..].chunks(8).enumerate() {
+        assert_eq!(
+            chunk,
+            w,
+            "{key}: word {i} of {} is torn or belongs to another value (writer {writer}, generation {generation})",
+            v.len() / 8 - 2
+        );
+    }
+}
+
+fn random_words(rng: &mut Rng) -> usize {
+    match rng.below(20) {
+        0 => 8 * 1024 + rng.below(12 * 1024) as usize, // 64-160 KiB: read under the lock
+        1..=10 => 512 + rng.below(3 * 1024) as usize,  // 4-28 KiB
+        _ => rng.below(512) as usize,                  // up to 4 KiB
+    }
+}
+
+/// Child role "writer": puts (80%) and removes (20%) random keys until the time is up.
+#[test]
+fn lockfree_writer_child() {
+    if child_role().as_deref() != Some("writer") {
+        return;
+    }
+    let store = Store::open(&child_env(STORE_VAR)).unwrap();
+    let me: u64 = child_env("LF_WRITER").parse().unwrap();
+    let mut rng = Rng(0x5eed ^ me);
+    let start = Instant::now();
+    let mut generation = 0u64;
+    while start.elapsed() < RUN_FOR {
+        let k = key(rng.below(KEYS));
+        if rng.below(5) == 0 {
+            store.remove(&k).unwrap();
+        } else {
+            generation += 1;
+            let v = value(&k, me, generation, random_words(&mut rng));
+            store.put_bytes(&k, &v).unwrap();
+        }
+    }
+}
+
+/// Child role "reader": gets and checks random keys until the time is up; prints its counts.
+#[test]
+fn lockfree_reader_child() {
+    if child_role().as_deref() != Some("reader") {
+        return;
+    }
+    let store = Store::open(&child_env(STORE_VAR)).unwrap();
+    let me: u64 = child_env("LF_READER").parse().unwrap();
+    let mut rng = Rng(0xfeed ^ me);
+    let start = Instant::now();
+    let (mut gets, mut found) = (0u64, 0u64);
+    while start.elapsed() < RUN_FOR {
+        let k = key(rng.below(KEYS));
+        gets += 1;
+        if let Some(v) = store.get_bytes(&k).unwrap() {
+            verify(&k, &v);
+            found += 1;
+        }
+        // `has` agrees with itself at least: it must not fail or panic mid-change.
+        store.has(&k).unwrap();
+    }
+    println!("reader {me}: {gets} gets, {found} found");
+}
+
+#[test]
+fn readers_see_only_whole_values_while_writers_churn_and_die() {
+    // Small enough that writers evict, compact and give pages back all the time.
+    let s = TempStore::new("lockfree", opts(2 << 20).put_policy(PutPolicy::Rotate));
+    for i in 0..KEYS {
+        let k = key(i);
+        s.put_bytes(&k, &value(&k, 99, 0, 64)).unwrap();
+    }
+    let spawn = |role: &str, var: &str, i: u32| {
+        ChildProc::spawn(
+            &format!("lockfree_{role}_child"),
+            role,
+            &s.name,
+            &[(var, i.to_string())],
+            true,
+        )
+    };
+    let mut readers: Vec<ChildProc> = (0..2).map(|i| spawn("reader", "LF_READER", i)).collect();
+    let mut survivor = spawn("writer", "LF_WRITER", 0);
+    let mut victim = spawn("writer", "LF_WRITER", 1);
+
+    // Kill one writer midway, quite possibly in the middle of a change: readers must carry on
+    // (falling back to the lock, which recovers) and still see only whole values.
+    std::thread::sleep(RUN_FOR / 2);
+    let _ = victim.kill_and_wait();
+
+    survivor.expect_success(WATCHDOG);
+    let mut gets = 0u64;
+    for r in &mut readers {
+        r.expect_success(WATCHDOG);
+        let out = r.output();
+        // libtest prints "test <name> ... " before the child's own line.
+        let counts = out
+            .split("reader ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("a reader printed no counts: {out}"));
+        gets += counts.split(' ').nth(1).unwrap().parse::<u64>().unwrap();
+    }
+    assert!(gets > 1000, "the readers only managed {gets} gets");
+
+    s.check().unwrap();
+    for i in 0..KEYS {
+        let k = key(i);
+        if let Some(v) = s.get_bytes(&k).unwrap() {
+            verify(&k, &v);
+        }
+    }
+    let stats = s.stats().unwrap();
+    // Every get was counted, by the process that made it, whichever way it went.
+    assert!(stats.hits + stats.misses >= gets, "{stats:?}");
+    // Most reads took no lock (values over 64 KiB and conflicts took it).
+    assert!(
+        stats.locked_reads < (stats.hits + stats.misses) / 2,
+        "{} of {} reads took the lock",
+        stats.locked_reads,
+        stats.hits + stats.misses
+    );
+}
