@@ -28,7 +28,8 @@ fn put_bytes(c: &mut Criterion) {
     g.finish();
 }
 
-/// get_bytes (copy out into a new Vec) and get_with (read under the lock, no copy).
+/// get_bytes (lock-free up to 64 KiB: copy out into a new Vec, validated by the seqlock;
+/// over 64 KiB under the lock) and get_with (under the lock, no copy).
 fn get(c: &mut Criterion) {
     let mut g = c.benchmark_group("get");
     for (len, name) in SIZES {
