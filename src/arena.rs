@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
+use crate::lock::Locked;
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -320,7 +321,8 @@ pub fn warm_reserve(m: &Mapping) -> u64 {
 /// call unless a page comes free. Nothing is given back while a lock-free read is in flight
 /// (`optimistic::quiet`): the pages stay, unmarked. The block is marked first, so a stop in between leaves a
 /// marked block whose pages are still there, which is harmless.
-fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (u64, u64)) {
+fn punch_free_block(l: &Locked, unit: u32, b: &Block, had_holes: bool, freed: (u64, u64)) {
+    let m: &Mapping = l;
     // Keep a little free memory warm: a put that replaces an object reuses the pages the
     // last replacement freed instead of faulting in fresh ones.
     let h = m.header();
@@ -349,7 +351,7 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
         (interior_start, interior_end)
     };
     // A lock-free read in flight may be about to touch these pages: keep them this time.
-    if end <= start || !crate::optimistic::quiet(m) {
+    if end <= start || !crate::optimistic::quiet(l) {
         return;
     }
     b.key_len.store(HOLES, Relaxed);
@@ -365,14 +367,15 @@ fn punch_free_block(m: &Mapping, unit: u32, b: &Block, had_holes: bool, freed: (
 /// given back while a lock-free read is in flight (`optimistic::quiet`).
 /// `backed_to` is how far pages may be allocated (the `committed` before it was lowered for
 /// holes).
-fn shrink_committed(m: &Mapping, backed_to: u64) {
+fn shrink_committed(l: &Locked, backed_to: u64) {
+    let m: &Mapping = l;
     let h = m.header();
     let arena = m.geo().arena_len;
     let keep = (h.top.load(Relaxed) + warm_reserve(m))
         .div_ceil(PAGE)
         .saturating_mul(PAGE)
         .min(arena);
-    if backed_to >= keep + PUNCH_MIN && backed_to <= arena && crate::optimistic::quiet(m) {
+    if backed_to >= keep + PUNCH_MIN && backed_to <= arena && crate::optimistic::quiet(l) {
         if h.committed.load(Relaxed) > keep {
             h.committed.store(keep, Relaxed);
         }
@@ -450,7 +453,8 @@ fn add_units(a: u32, b: u32) -> Result<u32, Corruption> {
 /// Frees block `unit` (already marked `FREE` by the caller: that store is the commit point of
 /// a removal), merging it with free neighbours and giving it back to the wilderness when it is
 /// the last block.
-pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
+pub fn free(l: &Locked, unit: u32) -> Result<(), Corruption> {
+    let m: &Mapping = l;
     let h = m.header();
     let mut unit = unit;
     let mut b = m.block(unit)?;
@@ -498,7 +502,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
     match next_phys(m, unit, b) {
         Some(n) => {
             m.block(n)?.prev_size.store(b.size.load(Relaxed), Relaxed);
-            punch_free_block(m, unit, b, holes, freed);
+            punch_free_block(l, unit, b, holes, freed);
             push_free(m, unit)
         }
         None => {
@@ -517,7 +521,7 @@ pub fn free(m: &Mapping, unit: u32) -> Result<(), Corruption> {
             let prev = b.prev_size.load(Relaxed);
             h.last_units
                 .store(if unit == 0 { 0 } else { prev }, Relaxed);
-            shrink_committed(m, backed_to);
+            shrink_committed(l, backed_to);
             Ok(())
         }
     }

@@ -8,9 +8,10 @@
 //!
 //! Each slot is also its process's cache line of read counters (`hits`, `misses`, reads in
 //! flight): [`counters`] gives a handle's line, or the shared `unattached` line when the
-//! table was full.
+//! table was full (such a process reads under the lock: it has nowhere to announce a read
+//! in flight).
 
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::layout::AttachSlot;
 use crate::mapping::Mapping;
@@ -23,7 +24,7 @@ pub fn register(m: &Mapping) -> Option<usize> {
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
-                slot.start.store(start, Relaxed);
+                slot.start.store(start, Release);
                 // A process that died mid-read left its count; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
                 slot.reading.store(0, Relaxed);
@@ -39,9 +40,20 @@ pub fn register(m: &Mapping) -> Option<usize> {
 
 /// Clears the slot this process claimed.
 pub fn deregister(m: &Mapping, slot: usize) {
-    if let Some(s) = m.header().attach.get(slot) {
-        let _ = s.pid.compare_exchange(os::pid(), 0, AcqRel, Relaxed);
+    if let Some(s) = m.header().attach.get(slot)
+        && s.pid.load(Relaxed) == os::pid()
+    {
+        release(s, os::pid());
     }
+}
+
+/// Frees a slot held by `pid`. The start time is cleared first: a process that claims the
+/// slot next has its pid in place a moment before its own start time, and must not be
+/// judged by its predecessor's meanwhile (it would be pruned as dead while alive). A start
+/// of 0 means "unknown: judge by the pid alone".
+fn release(s: &AttachSlot, pid: u32) {
+    s.start.store(0, Release);
+    let _ = s.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
 }
 
 fn alive(pid: u32, start: u64) -> bool {
@@ -53,11 +65,20 @@ fn alive(pid: u32, start: u64) -> bool {
 
 /// Clears the slots of processes that no longer exist.
 fn prune(m: &Mapping) {
-    for slot in m.header().attach.iter() {
-        let pid = slot.pid.load(Relaxed);
-        if pid != 0 && !alive(pid, slot.start.load(Relaxed)) {
-            let _ = slot.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
-        }
+    for i in 0..m.header().attach.len() {
+        prune_slot(m, i);
+    }
+}
+
+/// Clears slot `i` if its process no longer exists (for a reader that died mid-read, whose
+/// count of reads in flight would otherwise keep pages from being given back).
+pub fn prune_slot(m: &Mapping, i: usize) {
+    let Some(slot) = m.header().attach.get(i) else {
+        return;
+    };
+    let pid = slot.pid.load(Acquire);
+    if pid != 0 && !alive(pid, slot.start.load(Acquire)) {
+        release(slot, pid);
     }
 }
 

@@ -67,7 +67,8 @@ pub struct AttachSlot {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Lock-free reads under way in this process (`optimistic.rs`): while any slot of a live
-    /// process counts one, no page of the arena is given back to the system.
+    /// process counts one, no page of the arena is given back to the system. Unused in
+    /// `unattached`.
     pub reading: AtomicU64,
     /// Gets and `has` calls that had to take the lock after all (a value over the lock-free
     /// limit, a busy writer, a recovery due). A shard, like `hits`.
@@ -141,7 +142,7 @@ pub struct Header {
     pub _reserved2: [AtomicU64; 6],
     // open handles, and the read counters of each
     pub attach: [AttachSlot; ATTACH_SLOTS],
-    /// The read counters of processes that found the attach table full.
+    /// The hit, miss and locked-read counters of processes that found the attach table full.
     pub unattached: AttachSlot,
 }
 

@@ -19,6 +19,7 @@
 use std::cell::Cell;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::atomic::fence;
 use std::time::Duration;
 
 use crate::error::Corruption;
@@ -49,6 +50,8 @@ pub struct Locked<'a> {
     inconsistent: Cell<bool>,
     /// Whether this holder made the seqlock word odd.
     writing: Cell<bool>,
+    /// Whether the store must be repaired before readers may trust it again.
+    poisoned: Cell<bool>,
 }
 
 /// Trylock attempts between the first and the wait in the kernel.
@@ -99,6 +102,7 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         m,
         inconsistent: Cell::new(acquired == Acquired::OwnerDied),
         writing: Cell::new(false),
+        poisoned: Cell::new(false),
     };
     Ok((guard, acquired))
 }
@@ -112,7 +116,20 @@ impl Locked<'_> {
     pub fn begin_write(&self) {
         if !self.writing.replace(true) {
             self.m.header().seqlock.fetch_or(1, SeqCst);
+            // The read-modify-write orders only what came before it: without this fence a
+            // weakly ordered CPU (AArch64's ldaxr/stlxr) may show this holder's next stores
+            // before the odd word, to a reader that then validates a torn copy.
+            fence(Release);
         }
+    }
+
+    /// Flags the store for repair by the next holder, and leaves the seqlock word odd until
+    /// then, so that lock-free readers stop trusting it meanwhile (they take the lock, which
+    /// repairs it first). For a corruption found under the lock.
+    pub fn poison(&self) {
+        self.begin_write();
+        self.poisoned.set(true);
+        self.m.header().recovering.store(1, Relaxed);
     }
 
     /// Marks the mutex consistent after a recovery (a no-op if it was taken cleanly).
@@ -150,9 +167,9 @@ impl Drop for Locked<'_> {
         // mutex would instead make it unusable for good.
         let h = self.m.header();
         if self.writing.get() {
-            if std::thread::panicking() {
-                // A change may be half done: readers keep retrying (and fall back to the
-                // lock) until the next holder has repaired it.
+            if std::thread::panicking() || self.poisoned.get() {
+                // A change may be half done (or the store is corrupt): readers keep retrying,
+                // and fall back to the lock, until the next holder has repaired it.
                 h.recovering.store(1, Relaxed);
             } else {
                 // Odd to even: everything written under the lock is visible to a reader

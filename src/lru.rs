@@ -100,8 +100,10 @@ pub fn touch(m: &Mapping, unit: u32) -> Result<(), Corruption> {
 /// eviction order stays close to LRU.
 pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
     let h = l.header();
-    // Each pass either returns or clears one bit: at most every block once, plus one.
-    for _ in 0..=l.geo().max_live() + 1 {
+    // Each pass either returns or clears one bit; lock-free readers may set bits again
+    // meanwhile, so after every block has had its chance the candidate goes regardless.
+    let passes = l.geo().max_live().min(h.objects.load(Relaxed)) + 1;
+    for pass in 0..=passes {
         let tail = h.lru_tail.load(Relaxed);
         if tail == NIL {
             return Ok(None);
@@ -119,7 +121,7 @@ pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> 
         let Some(entry) = index::find_unit(l, index::hash(l, key), cand) else {
             return Err(corrupt!("live block {cand} is not in the index"));
         };
-        if !index::is_referenced(l, entry) {
+        if !index::is_referenced(l, entry) || pass == passes {
             return Ok(Some(cand));
         }
         index::clear_referenced(l, entry);
@@ -130,9 +132,7 @@ pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> 
         touch(l, cand)?;
         fault!();
     }
-    Err(corrupt!(
-        "LRU: every block claims to be referenced (a cycle?)"
-    ))
+    unreachable!("the last pass returns")
 }
 
 /// Walks the list from the head, at most `limit` steps, checking back links.

@@ -24,8 +24,10 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
 
+use crate::attach;
 use crate::index::{self, EMPTY, TOMBSTONE};
 use crate::layout::{AttachSlot, BLOCK_HEADER, LIVE, UNIT, data_off};
+use crate::lock::Locked;
 use crate::mapping::Mapping;
 
 /// Largest value copied without the lock.
@@ -45,31 +47,41 @@ pub enum Outcome {
     Lock,
 }
 
-/// Looks `key` (hashed to `hash`) up without the lock, copying its value if `copy`, counting
-/// the read in flight in `line` (this process's attach slot).
-pub fn read(m: &Mapping, line: &AttachSlot, key: &[u8], hash: u64, copy: bool) -> Outcome {
-    // Sequentially consistent with the seqlock load below and with a writer's `begin_write`
-    // and `quiet`: either the writer sees this read in flight, or this read sees the word odd.
-    line.reading.fetch_add(1, SeqCst);
-    let out = attempts(m, key, hash, copy);
-    line.reading.fetch_sub(1, Release);
-    out
+/// A read in flight, counted in its process's attach slot for as long as it lives.
+struct InFlight<'a>(&'a AttachSlot);
+
+impl<'a> InFlight<'a> {
+    fn start(line: &'a AttachSlot) -> InFlight<'a> {
+        // Sequentially consistent with the seqlock load that follows and with a writer's
+        // `begin_write` and `quiet`: either the writer sees this read in flight, or this read
+        // sees the word odd.
+        line.reading.fetch_add(1, SeqCst);
+        InFlight(line)
+    }
 }
 
-fn attempts(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> Outcome {
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Release);
+    }
+}
+
+/// Looks `key` (hashed to `hash`) up without the lock, copying its value if `copy`, counting
+/// each attempt in flight in `line` (this process's attach slot).
+pub fn read(m: &Mapping, line: &AttachSlot, key: &[u8], hash: u64, copy: bool) -> Outcome {
     let h = m.header();
     for attempt in 0..ATTEMPTS {
+        let in_flight = InFlight::start(line);
         let before = h.seqlock.load(SeqCst);
         if before & 1 == 1 {
-            // A change is under way (or its writer died): wait a little, as long as a short
-            // critical section lasts.
+            // A change is under way (or a writer died, or a repair is due): wait a little,
+            // as long as a short critical section lasts, not counted in flight (a writer
+            // waiting for quiet must not wait for this).
+            drop(in_flight);
             for _ in 0..(64u32 << attempt) {
                 std::hint::spin_loop();
             }
             continue;
-        }
-        if h.recovering.load(Relaxed) != 0 {
-            return Outcome::Lock;
         }
         let (seen, entry) = probe(m, key, hash, copy);
         // Orders the loads of the probe before the second load of the word.
@@ -82,6 +94,7 @@ fn attempts(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> Outcome {
             }
             return seen;
         }
+        drop(in_flight);
     }
     Outcome::Lock
 }
@@ -110,12 +123,15 @@ fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u6
 /// What block `unit` says about `key`: `None` if it holds another key.
 fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> {
     let h = m.header();
-    // Only committed pages are backed; a block beyond them is a torn read or a corruption.
+    // Only committed pages are backed: nothing beyond them is touched, not even a header.
     let backed = h.committed.load(Relaxed);
+    let start = unit as u64 * UNIT;
+    if start + BLOCK_HEADER > backed {
+        return Some(Outcome::Lock);
+    }
     let Ok(b) = m.block(unit) else {
         return Some(Outcome::Lock);
     };
-    let start = unit as u64 * UNIT;
     let end = start + b.size.load(Relaxed) as u64 * UNIT;
     if b.state.load(Acquire) != LIVE || end > backed || end < start + BLOCK_HEADER {
         return Some(Outcome::Lock);
@@ -149,12 +165,34 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
 }
 
 /// Whether no lock-free read is in flight, so that pages may be given back to the system.
-/// Called by a lock holder that has already made the seqlock word odd: a read that starts
-/// after this sees the word odd and touches nothing. Counts in the slots of processes that
-/// died mid-read keep this `false` until their slot is pruned (`attach::live`).
-pub fn quiet(m: &Mapping) -> bool {
-    let h = m.header();
+/// Called by a lock holder that has begun a write (the seqlock word is odd): a read that
+/// starts after that sees the word odd and touches nothing, so only reads already under way
+/// are waited for, and those last one copy of at most [`MAX_VALUE`] bytes. It waits a little
+/// (spinning, then yielding: a reader may have been descheduled), and prunes processes that
+/// died mid-read; `false` if a read is still in flight after that (the pages then stay).
+pub fn quiet(l: &Locked) -> bool {
+    let h = l.header();
     fence(SeqCst);
-    let busy = |s: &AttachSlot| s.reading.load(Relaxed) != 0;
-    !busy(&h.unattached) && !h.attach.iter().any(|s| s.pid.load(Relaxed) != 0 && busy(s))
+    let busy = |s: &AttachSlot| s.pid.load(Acquire) != 0 && s.reading.load(Acquire) != 0;
+    for round in 0..QUIET_ROUNDS {
+        if !h.attach.iter().any(busy) {
+            return true;
+        }
+        if round < QUIET_ROUNDS / 2 {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    for (i, s) in h.attach.iter().enumerate() {
+        if busy(s) {
+            attach::prune_slot(l, i);
+        }
+    }
+    !h.attach.iter().any(busy)
 }
+
+/// Rounds of waiting in [`quiet`]: half spinning (~1 µs each), half yielding the CPU.
+const QUIET_ROUNDS: u32 = 32;

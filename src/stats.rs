@@ -106,11 +106,11 @@ impl Stats {
 
     /// Hits over all gets (0 when there were none).
     pub fn hit_ratio(&self) -> f64 {
-        let gets = self.hits + self.misses;
-        if gets == 0 {
+        let gets = self.hits as f64 + self.misses as f64;
+        if gets == 0.0 {
             0.0
         } else {
-            self.hits as f64 / gets as f64
+            self.hits as f64 / gets
         }
     }
 }

@@ -48,8 +48,10 @@ fn row(a: &Stats, b: &Stats, secs: f64) -> Row {
         b.misses.saturating_sub(a.misses),
     );
     Row {
-        gets: rate(a.hits + a.misses, b.hits + b.misses),
-        hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        // Wrapping: counters come from the segment, which may have been scribbled on.
+        gets: rate(a.hits.wrapping_add(a.misses), b.hits.wrapping_add(b.misses)),
+        hit_ratio: (hits.saturating_add(misses) > 0)
+            .then(|| hits as f64 / (hits as f64 + misses as f64)),
         puts: rate(a.puts, b.puts),
         removes: rate(a.removes, b.removes),
         evictions: rate(a.evictions, b.evictions),
