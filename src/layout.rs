@@ -1,8 +1,8 @@
 //! The bytes of a store's segment: header, index and arena.
 //!
 //! ```text
-//! offset 0                4096                 index_off + 8*slots (page aligned)      total_len
-//! | header (one page)     | index: u64 slots   | arena: blocks ...  | wilderness        |
+//! offset 0                8192                 index_off + 8*slots (page aligned)      total_len
+//! | header (two pages)    | index: u64 slots   | arena: blocks ...  | wilderness        |
 //! ```
 //! Everything is `#[repr(C)]`, made of atomics (several processes read and write it) and
 //! addressed by offsets: each process maps the segment at its own address. The header's
@@ -76,7 +76,7 @@ pub struct AttachSlot {
     pub _reserved: [AtomicU64; 2],
 }
 
-/// The first page of the segment.
+/// The first two pages of the segment.
 #[repr(C)]
 pub struct Header {
     // identity and geometry: written once by the creator, before `ready`

@@ -21,8 +21,12 @@
 //! ```
 //!
 //! ## Concurrency
-//! Every operation takes the store's lock, a robust process-shared mutex, for as long as it
-//! takes to probe, allocate, copy and link; values are serialized and deserialized outside it.
+//! `get`, `get_bytes` and `has` take no lock: they read, then check a version word that
+//! writers make odd while they change anything, and retry (or, after a few tries, lock) if it
+//! moved; readers in different processes do not wait for each other. Every other operation
+//! (and a get of a value over 64 KiB) takes the store's lock, a robust process-shared mutex,
+//! for as long as it takes to probe, allocate, copy and link; values are serialized and
+//! deserialized outside it.
 //! A process that dies holding the lock does not wedge the store: the next one to lock it
 //! rebuilds the index, the LRU list and the free lists from the arena (see `docs/design.md`).
 //! An operation that cannot get the lock within `lock_timeout` returns [`Error::Timeout`].

@@ -99,7 +99,7 @@ mod hdr {
     pub const ATTACH: u64 = 1344;
     /// Bytes of an attach slot (a cache line: pid, start, hits, misses, reads in flight).
     pub const ATTACH_SLOT: u64 = 64;
-    /// End of the header's fields (the rest of the first page is unused).
+    /// End of the header's fields (the rest of the two header pages is unused).
     pub const END: u64 = 5504;
     pub const INDEX: u64 = 8192;
 }

@@ -139,8 +139,9 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            0 => (16, 2368),
-            1 => (4096, arena_off.max(4097)),
+            // Header fields end at 5504 (layout version 2); the index starts at 8192.
+            0 => (16, 5504),
+            1 => (8192, arena_off.max(8193)),
             2 => (arena_off, arena_off + top.max(64)),
             _ => (16, total),
         };
