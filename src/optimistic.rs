@@ -33,6 +33,12 @@ use crate::mapping::Mapping;
 /// Largest value copied without the lock.
 pub const MAX_VALUE: u64 = 64 << 10;
 
+/// Bytes of a block asked for as soon as its index entry is read (header, key, the value's
+/// start), and of the rest of it once its header gives its size: the misses then overlap
+/// with each other and with the key comparison instead of following one another.
+const PREFETCH_FIRST: u64 = 256;
+const PREFETCH_REST: u64 = 8 << 10;
+
 /// Tries before giving up and taking the lock.
 const ATTEMPTS: u32 = 4;
 
@@ -111,7 +117,11 @@ fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u6
         }
         if s != TOMBSTONE
             && index::tag_matches(s, hash)
-            && let Some(out) = candidate(m, index::unit_of(s), key, copy)
+            && let Some(out) = {
+                // Header, key and the value's start in flight together, not one by one.
+                m.prefetch(index::unit_of(s) as u64 * UNIT, PREFETCH_FIRST);
+                candidate(m, index::unit_of(s), key, copy)
+            }
         {
             return (out, Some((i & (slots - 1), s)));
         }
@@ -139,6 +149,12 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
     let key_len = b.key_len.load(Relaxed) as usize;
     if key_len != key.len() {
         return None;
+    }
+    if copy && end > start + PREFETCH_FIRST {
+        m.prefetch(
+            start + PREFETCH_FIRST,
+            (end - start - PREFETCH_FIRST).min(PREFETCH_REST),
+        );
     }
     let off = data_off(unit);
     if off + key_len as u64 > end {
