@@ -165,11 +165,13 @@ pub fn repoint(m: &Mapping, found: Found, hash: u64, unit: u32) {
     m.slot(found.slot).store(pack(hash, unit), Relaxed);
 }
 
-/// Points an existing entry at the block its object was moved to, keeping its CLOCK bit.
+/// Points an existing entry at the block its object was moved to, keeping its CLOCK bit
+/// (also one a lock-free reader sets meanwhile: compare-and-swap, not load then store).
 pub fn move_entry(m: &Mapping, found: Found, hash: u64, unit: u32) {
-    let referenced = m.slot(found.slot).load(Relaxed) & REFERENCED;
-    m.slot(found.slot)
-        .store(pack(hash, unit) | referenced, Relaxed);
+    let slot = m.slot(found.slot);
+    let _ = slot.fetch_update(Relaxed, Relaxed, |cur| {
+        Some(pack(hash, unit) | (cur & REFERENCED))
+    });
 }
 
 /// Removes an entry.

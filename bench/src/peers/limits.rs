@@ -4,8 +4,9 @@
 //! The lock figure is `std::sync::Mutex` lock + unlock (one compare-and-swap and one swap on
 //! a futex word). shmstore's lock is a robust process-shared pthread mutex; its fast path is
 //! the same atomic pair plus the robust-list bookkeeping, and the harness reports shmstore's
-//! own `has` on an empty store next to it as an upper bound (lock, hash of a short key, one
-//! probe, unlock).
+//! own `count` on an empty store next to it as an upper bound (lock, one load, unlock), and
+//! its `has` on an empty store (no lock: hash of a short key, one probe, two loads of the
+//! seqlock word).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier, Mutex};

@@ -107,9 +107,14 @@ pub fn run(ctx: &mut Ctx) {
         ctx.report.add(
             HAS,
             OpsPerSec,
-            "limit: shmstore has, empty store",
+            "limit: shmstore has, empty store (no lock)",
             has_empty,
         );
+        let count = rate(reps, |_| {
+            std::hint::black_box(empty.store.count().expect("count"));
+        });
+        ctx.report
+            .add(HAS, OpsPerSec, "limit: shmstore count (lock+unlock)", count);
     }
 }
 
