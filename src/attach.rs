@@ -43,23 +43,28 @@ pub fn deregister(m: &Mapping, slot: usize) {
     if let Some(s) = m.header().attach.get(slot)
         && s.pid.load(Relaxed) == os::pid()
     {
-        release(s, os::pid());
+        release(s, os::pid(), s.start.load(Acquire));
     }
 }
 
-/// Frees a slot held by `pid`. The start time is cleared first: a process that claims the
-/// slot next has its pid in place a moment before its own start time, and must not be
-/// judged by its predecessor's meanwhile (it would be pruned as dead while alive). A start
-/// of 0 means "unknown: judge by the pid alone".
-fn release(s: &AttachSlot, pid: u32) {
-    s.start.store(0, Release);
+/// Frees a slot held by `pid`, whose start time was read as `start`. The start time is
+/// cleared first: a process that claims the slot next has its pid in place a moment before
+/// its own start time, and must not be judged by its predecessor's meanwhile (it would be
+/// pruned as dead while alive). A start of 0 means "unknown: judge by the pid alone". Both
+/// are compare-and-swaps, so a slot claimed by another process in between is left alone.
+fn release(s: &AttachSlot, pid: u32, start: u64) {
+    let _ = s.start.compare_exchange(start, 0, AcqRel, Relaxed);
     let _ = s.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
 }
 
+/// Whether the process `pid`, started at `start` (0: unknown), may still be alive. Only a
+/// definite "gone" (or another start time: a reused pid) is dead: pruning a live reader's
+/// slot would let pages be punched under its reads.
 fn alive(pid: u32, start: u64) -> bool {
-    match os::process_start_time(pid) {
-        Some(now) => start == 0 || now == start,
-        None => false,
+    match os::process_state(pid) {
+        os::ProcessState::Running(now) => start == 0 || now == start,
+        os::ProcessState::Gone => false,
+        os::ProcessState::Unknown => true,
     }
 }
 
@@ -77,8 +82,11 @@ pub fn prune_slot(m: &Mapping, i: usize) {
         return;
     };
     let pid = slot.pid.load(Acquire);
-    if pid != 0 && !alive(pid, slot.start.load(Acquire)) {
-        release(slot, pid);
+    let start = slot.start.load(Acquire);
+    // The pid again: `start` is then this owner's (or 0 while it releases), never the next
+    // owner's.
+    if pid != 0 && slot.pid.load(Acquire) == pid && !alive(pid, start) {
+        release(slot, pid, start);
     }
 }
 

@@ -68,7 +68,12 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.reading.fetch_sub(1, Release);
+        // Never below zero: if this process's slot was taken from it (pruned, claimed and
+        // zeroed by another process), a wrapped count would look busy for good.
+        let _ = self
+            .0
+            .reading
+            .fetch_update(Release, Relaxed, |n| n.checked_sub(1));
     }
 }
 
@@ -142,8 +147,13 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
     let Ok(b) = m.block(unit) else {
         return Some(Outcome::Lock);
     };
+    // The state first: the size, lengths and bytes read after it belong to the block it
+    // found live (or the seqlock check will fail).
+    if b.state.load(Acquire) != LIVE {
+        return Some(Outcome::Lock);
+    }
     let end = start + b.size.load(Relaxed) as u64 * UNIT;
-    if b.state.load(Acquire) != LIVE || end > backed || end < start + BLOCK_HEADER {
+    if end > backed || end < start + BLOCK_HEADER {
         return Some(Outcome::Lock);
     }
     let key_len = b.key_len.load(Relaxed) as usize;

@@ -327,15 +327,56 @@ pub unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> i32 {
 /// The start time of a process (clock ticks after boot, field 22 of /proc/PID/stat), which
 /// tells a process from a later one that reuses its pid. `None` if it does not exist or is a
 /// zombie.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What can be told about a process from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Running, started at this many clock ticks after boot.
+    Running(u64),
+    /// No such process (or a zombie).
+    Gone,
+    /// It exists (or may), but its details cannot be read (permissions, no file descriptor
+    /// left, `hidepid`): treat it as alive.
+    Unknown,
+}
+
+/// Whether `pid` is alive, and since when. Only a definite answer counts as dead: a zombie,
+/// or `kill(pid, 0)` saying there is no such process.
+pub fn process_state(pid: u32) -> ProcessState {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        return match parse_start_time(&stat) {
+            Some(Some(start)) => ProcessState::Running(start),
+            Some(None) => ProcessState::Gone,
+            None => ProcessState::Unknown,
+        };
+    }
+    let Ok(id) = libc::pid_t::try_from(pid) else {
+        return ProcessState::Gone;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(id, 0) };
+    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        ProcessState::Gone
+    } else {
+        ProcessState::Unknown
+    }
+}
+
+/// The start time in a `/proc/PID/stat` line: `Some(None)` for a zombie, `None` if the line
+/// cannot be parsed.
+fn parse_start_time(stat: &str) -> Option<Option<u64>> {
     // The command name (field 2) is in parentheses and may contain spaces: skip past it.
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     // A zombie (killed, not yet reaped) or dead process uses nothing any more.
     if matches!(fields.next()?, "Z" | "X" | "x") {
-        return None;
+        return Some(None);
     }
-    fields.nth(18)?.parse().ok()
+    fields.nth(18)?.parse().ok().map(Some)
+}
+
+/// The start time of a running process (`None`: gone, a zombie, or unreadable).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat).flatten()
 }
 
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -370,4 +411,32 @@ pub fn kill_self() -> ! {
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     // SAFETY: not reached; _exit is the fallback should the signal be delayed.
     unsafe { libc::_exit(137) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_process_that_is_gone_counts_as_dead() {
+        let me = pid();
+        assert_eq!(
+            process_state(me),
+            ProcessState::Running(process_start_time(me).unwrap())
+        );
+        let mut kid = std::process::Command::new("true").spawn().unwrap();
+        let id = kid.id();
+        kid.wait().unwrap();
+        assert_eq!(process_state(id), ProcessState::Gone);
+        assert_eq!(process_state(i32::MAX as u32 + 1), ProcessState::Gone);
+    }
+
+    #[test]
+    fn a_zombie_has_no_start_time() {
+        let line = "4242 (a (tricky) name) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20";
+        assert_eq!(parse_start_time(line), Some(None));
+        let line = "4242 (a (tricky) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20";
+        assert_eq!(parse_start_time(line), Some(Some(19)));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
 }

@@ -481,6 +481,13 @@ impl Store {
     fn read_unlocked(&self, key: &str, copy: bool) -> Outcome {
         self.reattach_after_fork();
         let inner = &*self.inner;
+        let slot = inner.attach_slot.load(Relaxed);
+        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
+        if slot != NO_SLOT && !inner.m.header().attach.get(slot).is_some_and(mine) {
+            // The slot was taken from this process (wrongly pruned): its reads in flight
+            // would not be seen there. Claim another.
+            inner.register();
+        }
         let line = inner.counters();
         // A process without an attach slot cannot announce reads in flight: it locks.
         let out = if inner.attach_slot.load(Relaxed) == NO_SLOT {
@@ -797,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn a_process_mid_claim_is_not_pruned_by_its_predecessors_start_time() {
+    fn a_freed_slot_keeps_no_start_time_so_a_claimer_is_judged_by_its_pid() {
         let t = Temp::new("claim");
         let s = &t.0;
         // A handle that comes and goes leaves its slot free, with no start time.

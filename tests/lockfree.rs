@@ -1,7 +1,9 @@
 //! Lock-free reads across real processes: readers in two processes get and check values while
-//! writers in two others replace, remove and evict them (so blocks move, merge and give their
+//! writers in three others replace, remove and evict them (so blocks move, merge and give their
 //! pages back), and one writer is killed with SIGKILL midway. A reader must only ever see a
 //! whole value that some writer stored under that key: never a torn one, never another key's.
+//! The writer that dies is armed (feature `fault-injection`) to SIGKILL itself at a fault
+//! point, so it dies in the middle of a change, holding the lock, with the seqlock word odd.
 //!
 //! Children re-run this test binary (see tests/common/mod.rs, [`ChildProc`]).
 
@@ -14,7 +16,9 @@ use shmstore::{PutPolicy, Store};
 
 const WATCHDOG: Duration = Duration::from_secs(60);
 /// How long the children work.
-const RUN_FOR: Duration = Duration::from_millis(1500);
+const RUN_FOR: Duration = Duration::from_millis(2000);
+/// The fault point at which the dying writer kills itself (a few hundred operations in).
+const DIE_AT: u64 = 3000;
 /// Few keys, so that freed blocks are reused at once, under readers still copying them.
 const KEYS: u64 = 24;
 
@@ -80,10 +84,16 @@ fn lockfree_writer_child() {
     }
     let store = Store::open(&child_env(STORE_VAR)).unwrap();
     let me: u64 = child_env("LF_WRITER").parse().unwrap();
+    let dies = std::env::var("LF_DIE").is_ok();
+    if dies {
+        shmstore::fault::arm(DIE_AT);
+    }
     let mut rng = Rng(0x5eed ^ me);
     let start = Instant::now();
     let mut generation = 0u64;
-    while start.elapsed() < RUN_FOR {
+    // The dying writer goes on until its fault point kills it (a watchdog bounds it).
+    let run_for = if dies { WATCHDOG } else { RUN_FOR };
+    while start.elapsed() < run_for {
         let k = key(rng.below(KEYS));
         if rng.below(5) == 0 {
             store.remove(&k).unwrap();
@@ -127,25 +137,32 @@ fn readers_see_only_whole_values_while_writers_churn_and_die() {
         let k = key(i);
         s.put_bytes(&k, &value(&k, 99, 0, 64)).unwrap();
     }
-    let spawn = |role: &str, var: &str, i: u32| {
-        ChildProc::spawn(
-            &format!("lockfree_{role}_child"),
-            role,
-            &s.name,
-            &[(var, i.to_string())],
-            true,
-        )
+    let recoveries = s.stats().unwrap().recoveries;
+    let spawn = |role: &str, env: &[(&str, String)]| {
+        ChildProc::spawn(&format!("lockfree_{role}_child"), role, &s.name, env, true)
     };
-    let mut readers: Vec<ChildProc> = (0..2).map(|i| spawn("reader", "LF_READER", i)).collect();
-    let mut survivor = spawn("writer", "LF_WRITER", 0);
-    let mut victim = spawn("writer", "LF_WRITER", 1);
+    let mut readers: Vec<ChildProc> = (0..2)
+        .map(|i| spawn("reader", &[("LF_READER", i.to_string())]))
+        .collect();
+    let mut survivors: Vec<ChildProc> = (0..2)
+        .map(|i| spawn("writer", &[("LF_WRITER", i.to_string())]))
+        .collect();
+    // One writer dies in the middle of a change: readers must carry on (falling back to the
+    // lock, which recovers) and still see only whole values.
+    let mut victim = spawn(
+        "writer",
+        &[("LF_WRITER", "2".into()), ("LF_DIE", "1".into())],
+    );
+    let status = victim.wait_deadline(WATCHDOG);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the dying writer did not die at its fault point: {status}"
+    );
 
-    // Kill one writer midway, quite possibly in the middle of a change: readers must carry on
-    // (falling back to the lock, which recovers) and still see only whole values.
-    std::thread::sleep(RUN_FOR / 2);
-    let _ = victim.kill_and_wait();
-
-    survivor.expect_success(WATCHDOG);
+    for w in &mut survivors {
+        w.expect_success(WATCHDOG);
+    }
     let mut gets = 0u64;
     for r in &mut readers {
         r.expect_success(WATCHDOG);
@@ -167,6 +184,10 @@ fn readers_see_only_whole_values_while_writers_churn_and_die() {
         }
     }
     let stats = s.stats().unwrap();
+    assert!(
+        stats.recoveries > recoveries,
+        "nobody recovered after the writer died holding the lock"
+    );
     // Every get was counted, by the process that made it, whichever way it went.
     assert!(stats.hits + stats.misses >= gets, "{stats:?}");
     // Most reads took no lock (values over 64 KiB and conflicts took it).
