@@ -56,11 +56,6 @@ pub fn mark_referenced(m: &Mapping, i: u64, seen: u64) {
     }
 }
 
-/// Whether the entry was read since it was last placed at the LRU head.
-pub fn is_referenced(m: &Mapping, found: Found) -> bool {
-    m.slot(found.slot).load(Relaxed) & REFERENCED != 0
-}
-
 /// Clears the CLOCK bit of an entry (its second chance was used).
 pub fn clear_referenced(m: &Mapping, found: Found) {
     m.slot(found.slot).fetch_and(!REFERENCED, Relaxed);
@@ -73,6 +68,35 @@ pub struct Found {
     pub unit: u32,
     /// The slot's value when it was found.
     pub entry: u64,
+}
+
+impl Found {
+    fn at(slot: u64, entry: u64) -> Found {
+        Found {
+            slot,
+            unit: unit_of(entry),
+            entry,
+        }
+    }
+
+    /// Whether the entry was read since it was last placed at the LRU head (when found).
+    pub fn referenced(&self) -> bool {
+        self.entry & REFERENCED != 0
+    }
+}
+
+/// The entries a probe from `hash` meets whose tag matches it, with their slots, up to the
+/// first empty slot. Each slot is visited at most once, so a scribbled table cannot make a
+/// probe run forever. Used by the locked look-ups and by lock-free readers alike.
+pub fn candidates(m: &Mapping, hash: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mask = m.geo().index_slots - 1;
+    (0..=mask)
+        .map(move |k| {
+            let i = hash.wrapping_add(k) & mask;
+            (i, m.slot(i).load(Relaxed))
+        })
+        .take_while(|&(_, s)| s != EMPTY)
+        .filter(move |&(_, s)| s != TOMBSTONE && tag_matches(s, hash))
 }
 
 /// Whether the block at `unit` is live and holds `key`.
@@ -89,21 +113,10 @@ pub fn block_has_key(l: &Locked, unit: u32, key: &[u8]) -> Result<bool, Corrupti
 
 /// Finds `key`, whose hash is `hash`.
 pub fn find(l: &Locked, key: &[u8], hash: u64) -> Result<Option<Found>, Corruption> {
-    let slots = l.geo().index_slots;
-    let mut i = hash;
-    for _ in 0..slots {
-        let s = l.slot(i).load(Relaxed);
-        if s == EMPTY {
-            return Ok(None);
+    for (slot, s) in candidates(l, hash) {
+        if block_has_key(l, unit_of(s), key)? {
+            return Ok(Some(Found::at(slot, s)));
         }
-        if s != TOMBSTONE && tag_matches(s, hash) && block_has_key(l, unit_of(s), key)? {
-            return Ok(Some(Found {
-                slot: i & (slots - 1),
-                unit: unit_of(s),
-                entry: s,
-            }));
-        }
-        i = i.wrapping_add(1);
     }
     Ok(None)
 }
@@ -111,23 +124,9 @@ pub fn find(l: &Locked, key: &[u8], hash: u64) -> Result<Option<Found>, Corrupti
 /// Finds the entry that points at block `unit`, by hash alone: for a block whose bytes are
 /// being moved and cannot be read.
 pub fn find_unit(m: &Mapping, hash: u64, unit: u32) -> Option<Found> {
-    let slots = m.geo().index_slots;
-    let mut i = hash;
-    for _ in 0..slots {
-        let s = m.slot(i).load(Relaxed);
-        if s == EMPTY {
-            return None;
-        }
-        if s != TOMBSTONE && s & !REFERENCED == pack(hash, unit) {
-            return Some(Found {
-                slot: i & (slots - 1),
-                unit,
-                entry: s,
-            });
-        }
-        i = i.wrapping_add(1);
-    }
-    None
+    candidates(m, hash)
+        .find(|&(_, s)| s & !REFERENCED == pack(hash, unit))
+        .map(|(slot, s)| Found::at(slot, s))
 }
 
 /// Adds an entry for a key known to be absent. Fails only if the table has no free slot,

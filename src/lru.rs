@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{Corruption, corrupt};
-use crate::index;
+use crate::index::{self, Found};
 use crate::layout::NIL;
 use crate::lock::Locked;
 use crate::mapping::Mapping;
@@ -97,13 +97,13 @@ pub fn touch(m: &Mapping, unit: u32) -> Result<(), Corruption> {
 /// since it was placed; a read one met at the tail is moved to the head with a new stamp
 /// instead (its second chance). This is CLOCK with the list as the clock: a get costs at
 /// most one compare-and-swap on its index entry (the CLOCK bit, see `index.rs`), and
-/// eviction order stays close to LRU.
-pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> {
+/// eviction order stays close to LRU. Returns the victim's index entry.
+pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<Found>, Corruption> {
     let h = l.header();
     // Each pass either returns or clears one bit; lock-free readers may set bits again
     // meanwhile, so after every block has had its chance the candidate goes regardless.
-    let passes = l.geo().max_live().min(h.objects.load(Relaxed)) + 1;
-    for pass in 0..=passes {
+    let mut chances = l.geo().max_live().min(h.objects.load(Relaxed)) + 1;
+    loop {
         let tail = h.lru_tail.load(Relaxed);
         if tail == NIL {
             return Ok(None);
@@ -121,9 +121,10 @@ pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> 
         let Some(entry) = index::find_unit(l, index::hash(l, key), cand) else {
             return Err(corrupt!("live block {cand} is not in the index"));
         };
-        if !index::is_referenced(l, entry) || pass == passes {
-            return Ok(Some(cand));
+        if !entry.referenced() || chances == 0 {
+            return Ok(Some(entry));
         }
+        chances -= 1;
         index::clear_referenced(l, entry);
         fault!();
         // Wrapping: a scribbled clock must not panic (check() then reports the order).
@@ -132,7 +133,6 @@ pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<u32>, Corruption> 
         touch(l, cand)?;
         fault!();
     }
-    unreachable!("the last pass returns")
 }
 
 /// Walks the list from the head, at most `limit` steps, checking back links.

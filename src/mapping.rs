@@ -143,14 +143,15 @@ impl Mapping {
     /// Whether the `want.len()` arena bytes at byte offset `off` equal `want`, read without
     /// the lock (the answer means something only if the caller's seqlock check passes).
     pub fn equals_racy(&self, off: u64, want: &[u8]) -> Result<bool, Corruption> {
+        const CHUNK: usize = 64;
         let at = self.arena_range(off, want.len())?;
-        let mut buf = [0u8; 64];
-        for (i, chunk) in want.chunks(buf.len()).enumerate() {
+        let mut buf = [0u8; CHUNK];
+        for (i, chunk) in want.chunks(CHUNK).enumerate() {
             let piece = &mut buf[..chunk.len()];
             // SAFETY: in bounds (checked above: the chunks cover `want.len()` bytes from
             // `at`); copied through raw pointers into a local buffer, as in `copy_out_racy`.
             unsafe {
-                let src = self.map.ptr().add(at + i * 64);
+                let src = self.map.ptr().add(at + i * CHUNK);
                 std::ptr::copy_nonoverlapping(src, piece.as_mut_ptr(), chunk.len());
             }
             if piece != chunk {

@@ -18,14 +18,15 @@
 //! compare-and-swap from the entry it validated (see `index.rs`), once per placement.
 //!
 //! The reader takes the lock instead for a value over [`MAX_VALUE`] (copied under the lock,
-//! at memcpy speed, rather than risk retrying a long copy), a store due for recovery, or
-//! anything inconsistent (the locked path reports the corruption).
+//! at memcpy speed, rather than risk retrying a long copy), when the word stays odd (a
+//! writer that died, or a repair due, leaves it so until the lock's next holder repairs the
+//! store), or for anything inconsistent (the locked path reports the corruption).
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
 
 use crate::attach;
-use crate::index::{self, EMPTY, TOMBSTONE};
+use crate::index;
 use crate::layout::{AttachSlot, BLOCK_HEADER, LIVE, UNIT, data_off};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
@@ -48,8 +49,8 @@ pub enum Outcome {
     /// The key is there; its value, if it was asked for.
     Hit(Option<Vec<u8>>),
     Miss,
-    /// Take the lock (to mark the block referenced, to copy a large value, after a conflict,
-    /// or to let the locked path see what is wrong).
+    /// Take the lock (to copy a large value, after writers kept the word moving, or to let
+    /// the locked path see what is wrong).
     Lock,
 }
 
@@ -113,24 +114,13 @@ pub fn read(m: &Mapping, line: &AttachSlot, key: &[u8], hash: u64, copy: bool) -
 /// One unvalidated look-up (`index::find` without the lock); with a hit, the slot and the
 /// entry it held.
 fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u64, u64)>) {
-    let slots = m.geo().index_slots;
-    let mut i = hash;
-    for _ in 0..slots {
-        let s = m.slot(i).load(Relaxed);
-        if s == EMPTY {
-            return (Outcome::Miss, None);
+    for (slot, s) in index::candidates(m, hash) {
+        let unit = index::unit_of(s);
+        // Header, key and the value's start in flight together, not one by one.
+        m.prefetch(unit as u64 * UNIT, PREFETCH_FIRST);
+        if let Some(out) = candidate(m, unit, key, copy) {
+            return (out, Some((slot, s)));
         }
-        if s != TOMBSTONE
-            && index::tag_matches(s, hash)
-            && let Some(out) = {
-                // Header, key and the value's start in flight together, not one by one.
-                m.prefetch(index::unit_of(s) as u64 * UNIT, PREFETCH_FIRST);
-                candidate(m, index::unit_of(s), key, copy)
-            }
-        {
-            return (out, Some((i & (slots - 1), s)));
-        }
-        i = i.wrapping_add(1);
     }
     (Outcome::Miss, None)
 }

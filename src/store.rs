@@ -52,11 +52,13 @@ impl Inner {
         attach::counters(&self.m, (slot != NO_SLOT).then_some(slot))
     }
 
-    fn register(&self) {
+    /// Claims a slot of the attach table for this process (`NO_SLOT` if it is full).
+    fn register(&self) -> usize {
         let generation = crate::os::fork_generation();
         let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
         self.attach_slot.store(slot, Relaxed);
         self.attach_gen.store(generation, Relaxed);
+        slot
     }
 }
 
@@ -192,7 +194,7 @@ impl Store {
             attach_slot: AtomicUsize::new(NO_SLOT),
             attach_gen: AtomicU64::new(0),
         };
-        inner.register();
+        let _ = inner.register();
         Store {
             inner: Arc::new(inner),
         }
@@ -201,14 +203,23 @@ impl Store {
     /// Pids of the live processes that have this store open, one entry per open handle
     /// (this process included). Entries of processes that died are pruned.
     pub fn processes(&self) -> Vec<u32> {
-        self.reattach_after_fork();
+        let _ = self.ensure_registered();
         attach::live(&self.inner.m)
     }
 
-    fn reattach_after_fork(&self) {
-        if self.inner.attach_gen.load(Relaxed) != crate::os::fork_generation() {
-            self.inner.register();
+    /// Registers this process in the attach table again if its handle's slot is not its
+    /// own: in a forked child (the handle names the parent's slot), or after the slot was
+    /// taken from it (pruned as dead: its reads in flight would not be seen there). Returns
+    /// the slot (`None`: the table is full).
+    fn ensure_registered(&self) -> Option<usize> {
+        let inner = &*self.inner;
+        let mut slot = inner.attach_slot.load(Relaxed);
+        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
+        let lost = slot != NO_SLOT && !inner.m.header().attach.get(slot).is_some_and(mine);
+        if lost || inner.attach_gen.load(Relaxed) != crate::os::fork_generation() {
+            slot = inner.register();
         }
+        (slot != NO_SLOT).then_some(slot)
     }
 
     /// The store's name.
@@ -234,7 +245,7 @@ impl Store {
         flag: bool,
         f: impl FnOnce(&Locked) -> Result<T, Corruption>,
     ) -> Result<T> {
-        self.reattach_after_fork();
+        let _ = self.ensure_registered();
         let inner = &*self.inner;
         let h = inner.m.header();
         let l = match lock::lock_for(&inner.m, inner.options.lock_timeout) {
@@ -435,9 +446,8 @@ impl Store {
         Ok(stored)
     }
 
-    /// Evicts the entry in block `unit`; returns the bytes freed.
-    fn evict(&self, l: &Locked, unit: u32) -> Result<u64, Corruption> {
-        let found = found_by_block(l, unit)?;
+    /// Evicts the entry `found` (as `lru::victim` chose it); returns the bytes freed.
+    fn evict(&self, l: &Locked, found: Found) -> Result<u64, Corruption> {
         let bytes = unlink_entry(l, found)?;
         l.header().evictions.fetch_add(1, Relaxed);
         Ok(bytes)
@@ -479,22 +489,19 @@ impl Store {
 
     /// A lock-free look-up, counted in this process's hits and misses when it answers.
     fn read_unlocked(&self, key: &str, copy: bool) -> Outcome {
-        self.reattach_after_fork();
-        let inner = &*self.inner;
-        let slot = inner.attach_slot.load(Relaxed);
-        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
-        if slot != NO_SLOT && !inner.m.header().attach.get(slot).is_some_and(mine) {
-            // The slot was taken from this process (wrongly pruned): its reads in flight
-            // would not be seen there. Claim another.
-            inner.register();
-        }
-        let line = inner.counters();
-        // A process without an attach slot cannot announce reads in flight: it locks.
-        let out = if inner.attach_slot.load(Relaxed) == NO_SLOT {
-            Outcome::Lock
-        } else {
-            let hash = index::hash(&inner.m, key.as_bytes());
-            optimistic::read(&inner.m, line, key.as_bytes(), hash, copy)
+        let slot = self.ensure_registered();
+        let m = &self.inner.m;
+        let line = attach::counters(m, slot);
+        let out = match slot {
+            // Without an attach slot a process cannot announce reads in flight: it locks.
+            None => Outcome::Lock,
+            Some(_) => optimistic::read(
+                m,
+                line,
+                key.as_bytes(),
+                index::hash(m, key.as_bytes()),
+                copy,
+            ),
         };
         let counter = match out {
             Outcome::Hit(_) if copy => &line.hits,
@@ -512,7 +519,7 @@ impl Store {
     pub fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         check_key(key)?;
         self.locked(|l| {
-            // Taken under the lock: `locked` registered a forked child first.
+            // Taken under the lock: `locked` registered this process first.
             let line = self.inner.counters();
             let hash = index::hash(l, key.as_bytes());
             let Some(found) = index::find(l, key.as_bytes(), hash)? else {
@@ -593,7 +600,9 @@ impl Store {
 
     /// Checks every invariant of the store under its lock; `Error::Corrupt` says what is wrong.
     /// Only looks: a store found corrupt is left as it is (the next operation that meets the
-    /// corruption, or [`repair`](Store::repair), rebuilds it).
+    /// corruption, or [`repair`](Store::repair), rebuilds it). Like every operation that takes
+    /// the lock, it first carries out a rebuild already due (a holder died, or an operation
+    /// found a corruption), and checks the result.
     pub fn check(&self) -> Result<crate::stats::CheckReport> {
         self.locked_flagging(false, |l| {
             let mut report: crate::stats::CheckReport = recovery::validate(l)?.into();
@@ -632,17 +641,6 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     b.state.store(LIVE, Release);
     fault!();
     Ok(())
-}
-
-/// The index entry of live block `unit`.
-fn found_by_block(l: &Locked, unit: u32) -> Result<Found, Corruption> {
-    let key = l.key(unit)?;
-    match index::find(l, key, index::hash(l, key))? {
-        Some(f) if f.unit == unit => Ok(f),
-        _ => Err(crate::error::corrupt!(
-            "live block {unit} is not in the index"
-        )),
-    }
 }
 
 /// Removes an entry: marks its block free (the commit point), then drops it from the index,
@@ -685,8 +683,7 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
     lru::walk(l, l.header().objects.load(Relaxed), |unit| {
         let key = l.key(unit)?;
         let hash = index::hash(l, key);
-        let referenced =
-            index::find_unit(l, hash, unit).is_some_and(|f| index::is_referenced(l, f));
+        let referenced = index::find_unit(l, hash, unit).is_some_and(|f| f.referenced());
         entries.push((hash, unit, referenced));
         Ok(())
     })?;
