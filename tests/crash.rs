@@ -23,7 +23,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, Rng, STORE_VAR, TempDir, TempStore, child_env, child_role, opts};
+use common::{ChildProc, Rng, TempDir, TempStore, child_env, child_store, opts};
 use shmstore::{Options, PutPolicy, Store};
 
 const WRITERS: u32 = 2;
@@ -173,10 +173,9 @@ fn decode(key: u32, v: &[u8]) -> Result<(u64, usize), String> {
 /// returned: `p INDEX KEY STAMP SIZE STORED`, `r INDEX KEY FOUND`, `g INDEX KEY STAMP|-`.
 #[test]
 fn crash_child() {
-    if child_role().as_deref() != Some("crash") {
+    let Some(store) = child_store("crash") else {
         return;
-    }
-    let store = Store::open(&child_env(STORE_VAR)).expect("open the store by name");
+    };
     let seed: u64 = child_env("SHMSTORE_TEST_SEED").parse().unwrap();
     let round: u32 = child_env("SHMSTORE_TEST_ROUND").parse().unwrap();
     let writer: u32 = child_env("SHMSTORE_TEST_WRITER").parse().unwrap();

@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, STORE_VAR, TempDir, TempStore, child_env, child_role, opts};
+use common::{ChildProc, TempDir, TempStore, child_env, child_store, opts};
 use shmstore::{Error, PutPolicy, Store};
 
 /// Generous bound on any wait for a child (a watchdog against hangs, not a speed limit).
@@ -42,11 +42,10 @@ fn by_name_value(child: usize, j: usize) -> String {
 /// visible in the order they were made.
 #[test]
 fn by_name_child() {
-    if child_role().as_deref() != Some("by-name") {
+    let Some(store) = child_store("by-name") else {
         return;
-    }
+    };
     let me: usize = child_env("SHMSTORE_TEST_CHILD").parse().unwrap();
-    let store = Store::open(&child_env(STORE_VAR)).expect("open the store by name");
     let others: Vec<usize> = (0..BY_NAME_CHILDREN).filter(|&o| o != me).collect();
     let mut next = vec![0usize; BY_NAME_CHILDREN]; // per writer: first key not seen yet
     let mut probe = 1usize;
@@ -358,10 +357,9 @@ fn forked_children_use_the_inherited_handle() {
 /// `SHMSTORE_TEST_HOLD_MS` have passed.
 #[test]
 fn holder_child() {
-    if child_role().as_deref() != Some("hold") {
+    let Some(store) = child_store("hold") else {
         return;
-    }
-    let store = Store::open(&child_env(STORE_VAR)).expect("open the store by name");
+    };
     let marker = PathBuf::from(child_env("SHMSTORE_TEST_MARKER"));
     let release = PathBuf::from(child_env("SHMSTORE_TEST_RELEASE"));
     let hold = Duration::from_millis(child_env("SHMSTORE_TEST_HOLD_MS").parse().unwrap());

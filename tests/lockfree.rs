@@ -11,8 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, Rng, STORE_VAR, TempStore, child_env, child_role, opts};
-use shmstore::{PutPolicy, Store};
+use common::{ChildProc, Rng, TempStore, child_env, child_store, opts};
+use shmstore::PutPolicy;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
 /// How long the children work.
@@ -79,10 +79,9 @@ fn random_words(rng: &mut Rng) -> usize {
 /// Child role "writer": puts (80%) and removes (20%) random keys until the time is up.
 #[test]
 fn lockfree_writer_child() {
-    if child_role().as_deref() != Some("writer") {
+    let Some(store) = child_store("writer") else {
         return;
-    }
-    let store = Store::open(&child_env(STORE_VAR)).unwrap();
+    };
     let me: u64 = child_env("LF_WRITER").parse().unwrap();
     let dies = std::env::var("LF_DIE").is_ok();
     if dies {
@@ -108,10 +107,9 @@ fn lockfree_writer_child() {
 /// Child role "reader": gets and checks random keys until the time is up; prints its counts.
 #[test]
 fn lockfree_reader_child() {
-    if child_role().as_deref() != Some("reader") {
+    let Some(store) = child_store("reader") else {
         return;
-    }
-    let store = Store::open(&child_env(STORE_VAR)).unwrap();
+    };
     let me: u64 = child_env("LF_READER").parse().unwrap();
     let mut rng = Rng(0xfeed ^ me);
     let start = Instant::now();

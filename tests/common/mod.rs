@@ -71,6 +71,15 @@ pub fn child_role() -> Option<String> {
     std::env::var(ROLE_VAR).ok()
 }
 
+/// The store a child process started in `role` works on, opened by name; `None` in a normal
+/// test run (or in another role), where the child's test function returns at once.
+pub fn child_store(role: &str) -> Option<Store> {
+    if child_role().as_deref() != Some(role) {
+        return None;
+    }
+    Some(Store::open(&child_env(STORE_VAR)).expect("open the store by name"))
+}
+
 /// An environment variable a child process needs; panics (the child fails) if it is missing.
 pub fn child_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("child process started without {var}"))
