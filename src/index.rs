@@ -1,4 +1,5 @@
-//! The index: an open-addressing hash table of `u64` slots, linear probing, power-of-two size.
+//! The index: an open-addressing hash table of `u64` slots, linear probing, sized for the
+//! store's `max_objects` (not a power of two: see [`home`]).
 //!
 //! A slot is `EMPTY`, `TOMBSTONE`, or `referenced << 63 | tag << 32 | (unit + 1)`: the
 //! CLOCK bit (read since it was last placed at the LRU head), the top 31 bits of the key's
@@ -29,6 +30,21 @@ pub fn hash(m: &Mapping, key: &[u8]) -> u64 {
     let mut s = SipHasher13::new_with_keys(h.seed[0].load(Relaxed), h.seed[1].load(Relaxed));
     s.write(key);
     s.finish()
+}
+
+/// The slot a probe for `hash` starts at: the hash's low 33 bits (the tag is its top 31)
+/// scaled to the table's size by a multiply and a shift, as the table is not a power of two.
+pub fn home(m: &Mapping, hash: u64) -> u64 {
+    ((u128::from(hash << 31) * u128::from(m.geo().index_slots)) >> 64) as u64
+}
+
+/// The slot after `i` in probe order (the table wraps around).
+pub fn after(m: &Mapping, i: u64) -> u64 {
+    if i + 1 >= m.geo().index_slots {
+        0
+    } else {
+        i + 1
+    }
 }
 
 /// The CLOCK bit of an entry.
@@ -88,15 +104,43 @@ impl Found {
 /// The entries a probe from `hash` meets whose tag matches it, with their slots, up to the
 /// first empty slot. Each slot is visited at most once, so a scribbled table cannot make a
 /// probe run forever. Used by the locked look-ups and by lock-free readers alike.
-pub fn candidates(m: &Mapping, hash: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-    let mask = m.geo().index_slots - 1;
-    (0..=mask)
-        .map(move |k| {
-            let i = hash.wrapping_add(k) & mask;
-            (i, m.slot(i).load(Relaxed))
-        })
-        .take_while(|&(_, s)| s != EMPTY)
-        .filter(move |&(_, s)| s != TOMBSTONE && tag_matches(s, hash))
+pub fn candidates(m: &Mapping, hash: u64) -> Candidates<'_> {
+    Candidates {
+        m,
+        hash,
+        next: home(m, hash),
+        left: m.geo().index_slots,
+    }
+}
+
+/// The iterator [`candidates`] returns: a plain loop over the probe sequence (the adapter
+/// chain it replaces cost several times the instructions of the probe itself).
+pub struct Candidates<'a> {
+    m: &'a Mapping,
+    hash: u64,
+    /// The next slot to look at.
+    next: u64,
+    /// Slots not visited yet.
+    left: u64,
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        while self.left > 0 {
+            let i = self.next;
+            self.next = after(self.m, i);
+            self.left -= 1;
+            let s = self.m.slot(i).load(Relaxed);
+            if s == EMPTY {
+                self.left = 0;
+            } else if s != TOMBSTONE && tag_matches(s, self.hash) {
+                return Some((i, s));
+            }
+        }
+        None
+    }
 }
 
 /// Whether the block at `unit` is live and holds `key`.
@@ -139,7 +183,7 @@ pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
 fn insert_marked(m: &Mapping, hash: u64, unit: u32, referenced: bool) -> Result<(), Corruption> {
     let h = m.header();
     let slots = m.geo().index_slots;
-    let mut i = hash;
+    let mut i = home(m, hash);
     for _ in 0..slots {
         let slot = m.slot(i);
         let s = slot.load(Relaxed);
@@ -153,7 +197,7 @@ fn insert_marked(m: &Mapping, hash: u64, unit: u32, referenced: bool) -> Result<
             }
             return Ok(());
         }
-        i = i.wrapping_add(1);
+        i = after(m, i);
     }
     Err(corrupt!("the index has no free slot"))
 }
@@ -176,7 +220,7 @@ pub fn move_entry(m: &Mapping, found: Found, hash: u64, unit: u32) {
 /// Removes an entry.
 pub fn remove(m: &Mapping, found: Found) {
     let h = m.header();
-    let next = m.slot(found.slot.wrapping_add(1)).load(Relaxed);
+    let next = m.slot(after(m, found.slot)).load(Relaxed);
     if next == EMPTY {
         // Nothing probes past an empty slot, so this one can become empty too.
         m.slot(found.slot).store(EMPTY, Relaxed);

@@ -18,7 +18,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
@@ -38,6 +38,8 @@ pub const MAX_ARENA: u64 = (u32::MAX as u64 - 2) * UNIT;
 pub const BINS: usize = 192;
 /// Entries of the attach table (open handles by process).
 pub const ATTACH_SLOTS: usize = 64;
+/// Index slots in one 64-byte cache line; the table has a whole number of lines.
+pub const SLOTS_PER_LINE: u64 = 8;
 
 /// Block states. The state word is each mutation's commit point (see docs/design.md).
 pub const FREE: u32 = 0x4652_4545; // "FREE"
@@ -218,10 +220,13 @@ impl Geometry {
         if arena_len > MAX_ARENA {
             return None;
         }
-        // Live entries stay at or under 3/4 of the slots.
-        let index_slots = (max_objects.max(48) * 4)
-            .div_ceil(3)
-            .checked_next_power_of_two()?;
+        // Live entries stay at or under 3/4 of the slots. The table is sized for what was
+        // asked, not rounded up to a power of two (up to twice the bytes, and the index is
+        // read by every look-up: it should stay in cache), in whole cache lines of slots.
+        let index_slots = round_up(
+            max_objects.max(48).checked_mul(4)?.div_ceil(3),
+            SLOTS_PER_LINE,
+        );
         let index_off = HEADER_SIZE;
         let arena_off = round_up(index_off + index_slots * 8, PAGE);
         Some(Geometry {
@@ -254,7 +259,8 @@ impl Geometry {
             .checked_mul(8)
             .and_then(|b| b.checked_add(g.index_off));
         let ok = g.index_off == HEADER_SIZE
-            && g.index_slots.is_power_of_two()
+            && g.index_slots >= 64
+            && g.index_slots.is_multiple_of(SLOTS_PER_LINE)
             && index_end.is_some_and(|end| end <= g.arena_off)
             && g.arena_off.is_multiple_of(PAGE)
             && g.arena_len.is_multiple_of(PAGE)
@@ -291,10 +297,37 @@ mod tests {
     fn geometry_round_trips_through_checks() {
         let g = Geometry::new(1 << 20, 1000).unwrap();
         assert_eq!(g.arena_len, 1 << 20);
-        assert!(g.index_slots >= 1334 && g.index_slots.is_power_of_two());
+        assert_eq!(
+            g.index_slots, 1336,
+            "1000 * 4 / 3, in whole lines of 8 slots"
+        );
         assert!(g.arena_off >= g.index_off + g.index_slots * 8);
         assert_eq!(g.total_len, g.arena_off + g.arena_len);
         assert_eq!(g.max_live(), g.index_slots / 4 * 3);
+        assert!(g.max_live() >= 1000);
+    }
+
+    #[test]
+    fn the_index_holds_at_least_what_was_asked_for() {
+        for n in [
+            1,
+            47,
+            48,
+            49,
+            1000,
+            100_000,
+            125_064,
+            1 << 24,
+            u32::MAX as u64,
+        ] {
+            let g = Geometry::new(1 << 20, n).unwrap();
+            assert!(g.max_live() >= n.max(48), "{n}: {g:?}");
+            assert!(
+                g.max_live() < n.max(48) + 8,
+                "{n}: no more than a line to spare"
+            );
+            assert!(g.index_slots.is_multiple_of(SLOTS_PER_LINE));
+        }
     }
 
     #[test]

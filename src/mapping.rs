@@ -47,9 +47,11 @@ impl Mapping {
         Self::header_of(&self.map).expect("mapping is at least one header long")
     }
 
-    /// Index slot `i`; `i` is masked into the table, so it can never leave the index.
+    /// Index slot `i` (callers stay below `index_slots`; anything else is wrapped into the
+    /// table, so it can never leave the index).
     pub fn slot(&self, i: u64) -> &AtomicU64 {
-        let i = i & (self.geo.index_slots - 1);
+        let n = self.geo.index_slots;
+        let i = if i < n { i } else { i % n };
         let off = self.geo.index_off + i * 8;
         // SAFETY: i < index_slots, and the geometry check put index_off + 8 * index_slots
         // inside the mapping; the offset is 8-aligned (page aligned base, 8-byte slots).

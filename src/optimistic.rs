@@ -173,7 +173,7 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
     if len > MAX_VALUE || val_off + len > end {
         return Some(Outcome::Lock);
     }
-    let mut value = Vec::new();
+    let mut value = Vec::with_capacity(len as usize);
     match m.copy_out_racy(val_off, len as usize, &mut value) {
         Ok(()) => Some(Outcome::Hit(Some(value))),
         Err(_) => Some(Outcome::Lock),

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.2)]
     min_free: f64,
     /// Objects the index holds at least before rotation (default: one per KiB of capacity,
-    /// at least 1024; the index rounds up to a power of two).
+    /// at least 1024; the index rounds up to a whole cache line of slots).
     #[arg(long)]
     max_objects: Option<u64>,
     /// Let the owner's group read and write the store too (mode 0660 instead of 0600).
