@@ -1,7 +1,7 @@
 //! The public store: a named shared-memory object store.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ struct Inner {
     /// in (a forked child registers itself again on its first operation).
     attach_slot: AtomicUsize,
     attach_gen: AtomicU64,
+    /// Nonzero while a thread of this process registers: the fork generation it does so
+    /// in, plus one (so that a value left by a thread of the parent, copied by `fork`, is not
+    /// taken for this process's). Threads that find registration due at once let one of
+    /// them register and use its slot, instead of each claiming one.
+    registering: AtomicU64,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -52,13 +57,43 @@ impl Inner {
         attach::counters(&self.m, (slot != NO_SLOT).then_some(slot))
     }
 
+    /// This process's attach slot if its registration is current (`Some(None)`: the table
+    /// was full); `None` if it must register (again): in a forked child (the handle names
+    /// the parent's slot), or after the slot was taken from it (pruned as dead).
+    fn current_slot(&self) -> Option<Option<usize>> {
+        let slot = self.attach_slot.load(Acquire);
+        if self.attach_gen.load(Acquire) != crate::os::fork_generation() {
+            return None;
+        }
+        if slot == NO_SLOT {
+            return Some(None);
+        }
+        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
+        self.m
+            .header()
+            .attach
+            .get(slot)
+            .is_some_and(mine)
+            .then_some(Some(slot))
+    }
+
     /// Claims a slot of the attach table for this process (`NO_SLOT` if it is full).
     fn register(&self) -> usize {
         let generation = crate::os::fork_generation();
         let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
-        self.attach_slot.store(slot, Relaxed);
-        self.attach_gen.store(generation, Relaxed);
+        self.attach_slot.store(slot, Release);
+        self.attach_gen.store(generation, Release);
         slot
+    }
+}
+
+/// Clears `Inner::registering` when the registering thread is done (also if it unwinds, so
+/// that the other threads do not wait for good).
+struct Registering<'a>(&'a AtomicU64);
+
+impl Drop for Registering<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Release);
     }
 }
 
@@ -193,6 +228,7 @@ impl Store {
             memory: MemorySampler::default(),
             attach_slot: AtomicUsize::new(NO_SLOT),
             attach_gen: AtomicU64::new(0),
+            registering: AtomicU64::new(0),
         };
         let _ = inner.register();
         Store {
@@ -213,13 +249,29 @@ impl Store {
     /// the slot (`None`: the table is full).
     fn ensure_registered(&self) -> Option<usize> {
         let inner = &*self.inner;
-        let mut slot = inner.attach_slot.load(Relaxed);
-        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
-        let lost = slot != NO_SLOT && !inner.m.header().attach.get(slot).is_some_and(mine);
-        if lost || inner.attach_gen.load(Relaxed) != crate::os::fork_generation() {
-            slot = inner.register();
+        loop {
+            if let Some(slot) = inner.current_slot() {
+                return slot;
+            }
+            let ours = crate::os::fork_generation().wrapping_add(1).max(1);
+            let now = inner.registering.load(Acquire);
+            if now == ours {
+                // Another thread of this process is registering it: use its slot.
+                std::thread::yield_now();
+                continue;
+            }
+            if inner
+                .registering
+                .compare_exchange(now, ours, Acquire, Relaxed)
+                .is_ok()
+            {
+                let _done = Registering(&inner.registering);
+                return match inner.current_slot() {
+                    Some(slot) => slot,
+                    None => Some(inner.register()).filter(|&s| s != NO_SLOT),
+                };
+            }
         }
-        (slot != NO_SLOT).then_some(slot)
     }
 
     /// The store's name.
@@ -817,6 +869,35 @@ mod tests {
         let _ = s.processes();
         assert_eq!(slot.pid.load(Relaxed), crate::os::pid());
         slot.pid.store(0, Relaxed);
+    }
+
+    #[test]
+    fn threads_that_find_their_slot_gone_at_once_register_the_process_once() {
+        let t = Temp::new("reregister");
+        let s = &t.0;
+        let h = s.inner.m.header();
+        let mine = || {
+            h.attach
+                .iter()
+                .filter(|a| a.pid.load(Relaxed) == crate::os::pid())
+                .count()
+        };
+        for round in 0..20 {
+            // As if another process had pruned this one's slot.
+            let slot = s.inner.attach_slot.load(Relaxed);
+            attach::deregister(&s.inner.m, slot);
+            assert_eq!(mine(), 0, "round {round}");
+            let go = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                for _ in 0..8 {
+                    scope.spawn(|| {
+                        go.wait();
+                        assert!(!s.has("nothing").unwrap());
+                    });
+                }
+            });
+            assert_eq!(mine(), 1, "round {round}: one process, one slot");
+        }
     }
 
     #[test]
