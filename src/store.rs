@@ -46,7 +46,14 @@ struct Inner {
     /// taken for this process's). Threads that find registration due at once let one of
     /// them register and use its slot, instead of each claiming one.
     registering: AtomicU64,
+    /// When (monotonic ns) this handle last found the attach table full, so that it tries
+    /// again now and then ([`REGISTER_RETRY_NS`]) rather than never or on every operation.
+    full_at: AtomicU64,
 }
+
+/// How often a handle that found the attach table full tries to register again: it reads
+/// under the lock meanwhile, and `gc` and `processes` do not see it.
+const REGISTER_RETRY_NS: u64 = 1_000_000_000;
 
 const NO_SLOT: usize = usize::MAX;
 
@@ -66,7 +73,8 @@ impl Inner {
             return None;
         }
         if slot == NO_SLOT {
-            return Some(None);
+            let since = crate::os::monotonic_ns().saturating_sub(self.full_at.load(Relaxed));
+            return (since < REGISTER_RETRY_NS).then_some(None);
         }
         let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
         self.m
@@ -81,6 +89,9 @@ impl Inner {
     fn register(&self) -> usize {
         let generation = crate::os::fork_generation();
         let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
+        if slot == NO_SLOT {
+            self.full_at.store(crate::os::monotonic_ns(), Relaxed);
+        }
         self.attach_slot.store(slot, Release);
         self.attach_gen.store(generation, Release);
         slot
@@ -229,6 +240,7 @@ impl Store {
             attach_slot: AtomicUsize::new(NO_SLOT),
             attach_gen: AtomicU64::new(0),
             registering: AtomicU64::new(0),
+            full_at: AtomicU64::new(0),
         };
         let _ = inner.register();
         Store {
@@ -897,6 +909,37 @@ mod tests {
                 }
             });
             assert_eq!(mine(), 1, "round {round}: one process, one slot");
+        }
+    }
+
+    #[test]
+    fn a_handle_that_found_the_attach_table_full_registers_once_a_slot_frees() {
+        let t = Temp::new("tablefull");
+        let s = &t.0;
+        let h = s.inner.m.header();
+        // Every free slot taken by a live process (pid 1, judged by its pid alone).
+        let taken: Vec<usize> = (0..h.attach.len())
+            .filter(|&i| {
+                h.attach[i]
+                    .pid
+                    .compare_exchange(0, 1, Relaxed, Relaxed)
+                    .is_ok()
+            })
+            .collect();
+        let late = Store::open(s.name()).unwrap();
+        assert_eq!(late.inner.attach_slot.load(Relaxed), NO_SLOT);
+        // Reads still work (under the lock), counted as locked reads.
+        assert!(!late.has("nothing").unwrap());
+        // A slot frees; the handle does not scan the table on every operation, but tries
+        // again within a second or so.
+        h.attach[taken[0]].pid.store(0, Relaxed);
+        assert!(!late.has("nothing").unwrap());
+        assert_eq!(late.inner.attach_slot.load(Relaxed), NO_SLOT);
+        std::thread::sleep(Duration::from_nanos(REGISTER_RETRY_NS + 100_000_000));
+        assert!(!late.has("nothing").unwrap());
+        assert_eq!(late.inner.attach_slot.load(Relaxed), taken[0]);
+        for &i in &taken[1..] {
+            h.attach[i].pid.store(0, Relaxed);
         }
     }
 
