@@ -6,14 +6,18 @@
 //! inherited by a forked child registers the child on its first operation there.
 //! Registration takes no lock: a slot is claimed with a compare-and-swap on its pid.
 //!
-//! Each slot is also its process's cache line of read counters (`hits`, `misses`, reads in
-//! flight): [`counters`] gives a handle's line, or the shared `unattached` line when the
-//! table was full (such a process reads under the lock: it has nowhere to announce a read
-//! in flight).
+//! Each slot is also the first of its process's read lanes: cache lines of read counters
+//! (`hits`, `misses`, `locked_reads`, reads in flight), the others in the header's `lanes`.
+//! Each thread uses one lane ([`lane`]), so that threads of one process reading at once do
+//! not all write one line; a process that found the table full uses the shared
+//! `unattached` line (it reads under the lock: it has nowhere to announce a read in flight).
 
+use std::cell::Cell;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::AttachSlot;
+use crate::layout::{AttachSlot, EXTRA_LANES, Header, ReadLane};
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -25,9 +29,12 @@ pub fn register(m: &Mapping) -> Option<usize> {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
                 slot.start.store(start, Release);
-                // A process that died mid-read left its count; this one has no read in
+                // A process that died mid-read left its counts; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
                 slot.reading.store(0, Relaxed);
+                for l in &m.header().lanes[i] {
+                    l.reading.store(0, Relaxed);
+                }
                 return Some(i);
             }
         }
@@ -105,10 +112,71 @@ pub fn live(m: &Mapping) -> Vec<u32> {
     pids
 }
 
-/// The read counters of the process that owns `slot` (`None`: the table was full).
-pub fn counters(m: &Mapping, slot: Option<usize>) -> &AttachSlot {
+/// One line of read counters.
+pub struct Lane<'a> {
+    pub hits: &'a AtomicU64,
+    pub misses: &'a AtomicU64,
+    /// Lock-free reads in flight (`optimistic.rs`); unused in `unattached`.
+    pub reading: &'a AtomicU64,
+    pub locked_reads: &'a AtomicU64,
+}
+
+impl<'a> From<&'a AttachSlot> for Lane<'a> {
+    fn from(s: &'a AttachSlot) -> Lane<'a> {
+        Lane {
+            hits: &s.hits,
+            misses: &s.misses,
+            reading: &s.reading,
+            locked_reads: &s.locked_reads,
+        }
+    }
+}
+
+impl<'a> From<&'a ReadLane> for Lane<'a> {
+    fn from(s: &'a ReadLane) -> Lane<'a> {
+        Lane {
+            hits: &s.hits,
+            misses: &s.misses,
+            reading: &s.reading,
+            locked_reads: &s.locked_reads,
+        }
+    }
+}
+
+/// The lane the calling thread uses in the process that owns `slot` (`None`: the table
+/// was full, and every thread shares `unattached`).
+pub fn lane(m: &Mapping, slot: Option<usize>) -> Lane<'_> {
     let h = m.header();
-    slot.and_then(|i| h.attach.get(i)).unwrap_or(&h.unattached)
+    let Some(i) = slot.filter(|&i| i < h.attach.len()) else {
+        return (&h.unattached).into();
+    };
+    match thread_lane() % (EXTRA_LANES + 1) {
+        0 => (&h.attach[i]).into(),
+        k => (&h.lanes[i][k - 1]).into(),
+    }
+}
+
+/// This thread's lane number: threads take them in turn as they first read.
+fn thread_lane() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    LANE.with(|l| {
+        if l.get() == usize::MAX {
+            l.set(NEXT.fetch_add(1, Relaxed) % (EXTRA_LANES + 1));
+        }
+        l.get()
+    })
+}
+
+/// Whether the process in slot `i` counts a lock-free read in flight in any of its lanes.
+pub fn reading(h: &Header, i: usize) -> bool {
+    h.attach.get(i).is_some_and(|s| {
+        s.pid.load(Acquire) != 0
+            && (s.reading.load(Acquire) != 0
+                || h.lanes[i].iter().any(|l| l.reading.load(Acquire) != 0))
+    })
 }
 
 /// Totals of the read counters over every line.
@@ -123,10 +191,15 @@ pub struct ReadTotals {
 pub fn read_totals(m: &Mapping) -> ReadTotals {
     let h = m.header();
     let mut t = ReadTotals::default();
-    for s in h.attach.iter().chain(std::iter::once(&h.unattached)) {
-        t.hits = t.hits.wrapping_add(s.hits.load(Relaxed));
-        t.misses = t.misses.wrapping_add(s.misses.load(Relaxed));
-        t.locked_reads = t.locked_reads.wrapping_add(s.locked_reads.load(Relaxed));
+    let lanes = h
+        .attach
+        .iter()
+        .chain(std::iter::once(&h.unattached))
+        .map(Lane::from);
+    for l in lanes.chain(h.lanes.iter().flatten().map(Lane::from)) {
+        t.hits = t.hits.wrapping_add(l.hits.load(Relaxed));
+        t.misses = t.misses.wrapping_add(l.misses.load(Relaxed));
+        t.locked_reads = t.locked_reads.wrapping_add(l.locked_reads.load(Relaxed));
     }
     t
 }

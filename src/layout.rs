@@ -1,8 +1,8 @@
 //! The bytes of a store's segment: header, index and arena.
 //!
 //! ```text
-//! offset 0                8192                 index_off + 8*slots (page aligned)      total_len
-//! | header (two pages)    | index: u64 slots   | arena: blocks ...  | wilderness        |
+//! offset 0                36864                index_off + 8*slots (page aligned)      total_len
+//! | header (nine pages)   | index: u64 slots   | arena: blocks ...  | wilderness        |
 //! ```
 //! Everything is `#[repr(C)]`, made of atomics (several processes read and write it) and
 //! addressed by offsets: each process maps the segment at its own address. The header's
@@ -23,7 +23,7 @@ pub const LAYOUT_VERSION: u32 = 3;
 pub const READY: u32 = 0x5245_4459;
 
 pub const PAGE: u64 = 4096;
-pub const HEADER_SIZE: u64 = 2 * PAGE;
+pub const HEADER_SIZE: u64 = 9 * PAGE;
 /// Blocks start and end on multiples of this many bytes; block offsets count in these units.
 pub const UNIT: u64 = 16;
 /// "No block" in a link.
@@ -38,6 +38,9 @@ pub const MAX_ARENA: u64 = (u32::MAX as u64 - 2) * UNIT;
 pub const BINS: usize = 192;
 /// Entries of the attach table (open handles by process).
 pub const ATTACH_SLOTS: usize = 64;
+/// Read lanes of each process besides the counters in its attach slot: its threads spread
+/// over `1 + EXTRA_LANES` cache lines, so that readers in one process do not all write one.
+pub const EXTRA_LANES: usize = 7;
 /// Index slots in one 64-byte cache line; the table has a whole number of lines.
 pub const SLOTS_PER_LINE: u64 = 8;
 
@@ -78,7 +81,19 @@ pub struct AttachSlot {
     pub _reserved: [AtomicU64; 2],
 }
 
-/// The first two pages of the segment.
+/// More read counters of the process owning the attach slot of the same index, for its
+/// other threads (see [`EXTRA_LANES`]): the same fields as in [`AttachSlot`], a cache line
+/// each.
+#[repr(C, align(64))]
+pub struct ReadLane {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub reading: AtomicU64,
+    pub locked_reads: AtomicU64,
+    pub _reserved: [AtomicU64; 4],
+}
+
+/// The first pages of the segment.
 #[repr(C)]
 pub struct Header {
     // identity and geometry: written once by the creator, before `ready`
@@ -146,6 +161,8 @@ pub struct Header {
     pub attach: [AttachSlot; ATTACH_SLOTS],
     /// The hit, miss and locked-read counters of processes that found the attach table full.
     pub unattached: AttachSlot,
+    /// The other read lanes of the process in `attach[i]`, at `lanes[i]`.
+    pub lanes: [[ReadLane; EXTRA_LANES]; ATTACH_SLOTS],
 }
 
 /// An intent record for a slide, the one mutation whose copy overwrites its own source.
@@ -193,6 +210,10 @@ const _: () = {
     assert!(offset_of!(Header, ready) == 12);
     assert!(offset_of!(Header, mutex) == 128);
     assert!(offset_of!(Header, top) == 256);
+    assert!(offset_of!(Header, attach) == 1344);
+    assert!(offset_of!(Header, unattached) == 5440);
+    assert!(offset_of!(Header, lanes) == 5504);
+    assert!(size_of::<ReadLane>() == 64 && size_of::<AttachSlot>() == 64);
     assert!(size_of::<Header>() as u64 <= HEADER_SIZE);
     assert!(size_of::<libc::pthread_mutex_t>() <= 64);
     assert!(size_of::<Block>() == 48);
@@ -379,11 +400,21 @@ mod offsets {
             ("puts", offset_of!(Header, puts), 1192),
             ("attach", offset_of!(Header, attach), 1344),
             ("unattached", offset_of!(Header, unattached), 5440),
+            ("lanes", offset_of!(Header, lanes), 5504),
         ];
         for (field, actual, doc) in documented {
             assert_eq!(actual, doc, "header field {field}");
         }
-        assert_eq!(std::mem::size_of::<Header>(), 5504);
+        assert_eq!(std::mem::size_of::<Header>(), 34176);
+        let lane = [
+            ("hits", offset_of!(ReadLane, hits), 0),
+            ("misses", offset_of!(ReadLane, misses), 8),
+            ("reading", offset_of!(ReadLane, reading), 16),
+            ("locked_reads", offset_of!(ReadLane, locked_reads), 24),
+        ];
+        for (field, actual, doc) in lane {
+            assert_eq!(actual, doc, "read lane field {field}");
+        }
         let slot = [
             ("pid", offset_of!(AttachSlot, pid), 0),
             ("start", offset_of!(AttachSlot, start), 8),

@@ -11,8 +11,8 @@
 //! make it give up. One hazard remains that validation after the fact cannot undo: touching
 //! a page that a writer has just given back to the system (a read fault on a tmpfs hole
 //! allocates the page again, and raises SIGBUS when /dev/shm is full). So each reader counts
-//! itself in flight in its process's attach slot, and a writer gives pages back only when no
-//! read is in flight ([`quiet`]); see docs/design.md, "Lock-free reads".
+//! itself in flight in its thread's read lane (`attach::lane`), and a writer gives pages
+//! back only when no read is in flight ([`quiet`]); see docs/design.md, "Lock-free reads".
 //!
 //! A get refreshes recency by setting its entry's CLOCK bit in the index with a
 //! compare-and-swap from the entry it validated (see `index.rs`), once per placement.
@@ -27,7 +27,9 @@ use std::sync::atomic::fence;
 
 use crate::attach;
 use crate::index;
-use crate::layout::{AttachSlot, BLOCK_HEADER, LIVE, UNIT, data_off};
+use std::sync::atomic::AtomicU64;
+
+use crate::layout::{BLOCK_HEADER, LIVE, UNIT, data_off};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 
@@ -54,16 +56,16 @@ pub enum Outcome {
     Lock,
 }
 
-/// A read in flight, counted in its process's attach slot for as long as it lives.
-struct InFlight<'a>(&'a AttachSlot);
+/// A read in flight, counted in its thread's read lane for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
 
 impl<'a> InFlight<'a> {
-    fn start(line: &'a AttachSlot) -> InFlight<'a> {
+    fn start(reading: &'a AtomicU64) -> InFlight<'a> {
         // Sequentially consistent with the seqlock load that follows and with a writer's
         // `begin_write` and `quiet`: either the writer sees this read in flight, or this read
         // sees the word odd.
-        line.reading.fetch_add(1, SeqCst);
-        InFlight(line)
+        reading.fetch_add(1, SeqCst);
+        InFlight(reading)
     }
 }
 
@@ -71,19 +73,16 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         // Never below zero: if this process's slot was taken from it (pruned, claimed and
         // zeroed by another process), a wrapped count would look busy for good.
-        let _ = self
-            .0
-            .reading
-            .fetch_update(Release, Relaxed, |n| n.checked_sub(1));
+        let _ = self.0.fetch_update(Release, Relaxed, |n| n.checked_sub(1));
     }
 }
 
 /// Looks `key` (hashed to `hash`) up without the lock, copying its value if `copy`, counting
-/// each attempt in flight in `line` (this process's attach slot).
-pub fn read(m: &Mapping, line: &AttachSlot, key: &[u8], hash: u64, copy: bool) -> Outcome {
+/// each attempt in flight in `reading` (this thread's read lane in its process's slot).
+pub fn read(m: &Mapping, reading: &AtomicU64, key: &[u8], hash: u64, copy: bool) -> Outcome {
     let h = m.header();
     for attempt in 0..ATTEMPTS {
-        let in_flight = InFlight::start(line);
+        let in_flight = InFlight::start(reading);
         let before = h.seqlock.load(SeqCst);
         if before & 1 == 1 {
             // A change is under way (or a writer died, or a repair is due): wait a little,
@@ -189,9 +188,9 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
 pub fn quiet(l: &Locked) -> bool {
     let h = l.header();
     fence(SeqCst);
-    let busy = |s: &AttachSlot| s.pid.load(Acquire) != 0 && s.reading.load(Acquire) != 0;
+    let busy = |i: usize| attach::reading(h, i);
     for round in 0..QUIET_ROUNDS {
-        if !h.attach.iter().any(busy) {
+        if !(0..h.attach.len()).any(busy) {
             return true;
         }
         if round < QUIET_ROUNDS - QUIET_YIELDS {
@@ -202,12 +201,12 @@ pub fn quiet(l: &Locked) -> bool {
             std::thread::yield_now();
         }
     }
-    for (i, s) in h.attach.iter().enumerate() {
-        if busy(s) {
+    for i in 0..h.attach.len() {
+        if busy(i) {
             attach::prune_slot(l, i);
         }
     }
-    !h.attach.iter().any(busy)
+    !(0..h.attach.len()).any(busy)
 }
 
 /// Rounds of waiting in [`quiet`], the last [`QUIET_YIELDS`] yielding the CPU (to a reader

@@ -58,10 +58,10 @@ const REGISTER_RETRY_NS: u64 = 1_000_000_000;
 const NO_SLOT: usize = usize::MAX;
 
 impl Inner {
-    /// This process's line of read counters in the attach table.
-    fn counters(&self) -> &crate::layout::AttachSlot {
+    /// The calling thread's line of read counters in this process's attach slot.
+    fn counters(&self) -> attach::Lane<'_> {
         let slot = self.attach_slot.load(Relaxed);
-        attach::counters(&self.m, (slot != NO_SLOT).then_some(slot))
+        attach::lane(&self.m, (slot != NO_SLOT).then_some(slot))
     }
 
     /// This process's attach slot if its registration is current (`Some(None)`: the table
@@ -551,26 +551,26 @@ impl Store {
         }
     }
 
-    /// A lock-free look-up, counted in this process's hits and misses when it answers.
+    /// A lock-free look-up, counted in this thread's lane of hits and misses when it answers.
     fn read_unlocked(&self, key: &str, copy: bool) -> Outcome {
         let slot = self.ensure_registered();
         let m = &self.inner.m;
-        let line = attach::counters(m, slot);
+        let line = attach::lane(m, slot);
         let out = match slot {
             // Without an attach slot a process cannot announce reads in flight: it locks.
             None => Outcome::Lock,
             Some(_) => optimistic::read(
                 m,
-                line,
+                line.reading,
                 key.as_bytes(),
                 index::hash(m, key.as_bytes()),
                 copy,
             ),
         };
         let counter = match out {
-            Outcome::Hit(_) if copy => &line.hits,
-            Outcome::Miss if copy => &line.misses,
-            Outcome::Lock => &line.locked_reads,
+            Outcome::Hit(_) if copy => line.hits,
+            Outcome::Miss if copy => line.misses,
+            Outcome::Lock => line.locked_reads,
             _ => return out,
         };
         counter.fetch_add(1, Relaxed);
@@ -826,6 +826,49 @@ mod tests {
             "all removed, memory went {full} -> {after} (empty: {empty})"
         );
         s.check().unwrap();
+    }
+
+    #[test]
+    fn reader_threads_count_in_lanes_of_their_own_and_every_lane_is_summed() {
+        let t = Temp::new("lanes");
+        let s = &t.0;
+        s.put_bytes("k", b"v").unwrap();
+        let before = s.stats().unwrap().hits;
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..10 {
+                        assert_eq!(s.get_bytes("k").unwrap().unwrap(), b"v");
+                    }
+                });
+            }
+        });
+        assert_eq!(s.stats().unwrap().hits, before + 30);
+        let slot = s.inner.attach_slot.load(Relaxed);
+        let h = s.inner.m.header();
+        let used = std::iter::once(h.attach[slot].hits.load(Relaxed))
+            .chain(h.lanes[slot].iter().map(|l| l.hits.load(Relaxed)))
+            .filter(|&n| n > 0)
+            .count();
+        assert!(used >= 2, "three threads counted in {used} lane(s)");
+    }
+
+    #[test]
+    fn a_read_in_flight_in_any_lane_keeps_pages() {
+        let t = Temp::new("lanefly");
+        let s = &t.0;
+        let (_, full) = fill(s);
+        let slot = s.inner.attach_slot.load(Relaxed);
+        let lane = &s.inner.m.header().lanes[slot][5];
+        lane.reading.fetch_add(1, Relaxed);
+        for i in 0..16u8 {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(
+            memory(s) >= full - (1 << 20),
+            "pages went back under a read in flight in lane 6"
+        );
+        lane.reading.fetch_sub(1, Relaxed);
     }
 
     #[test]

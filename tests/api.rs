@@ -355,7 +355,8 @@ fn an_unfinished_store_is_not_ready() {
     let name = unique_name("unready");
     let path = format!("/dev/shm/shmstore.{name}");
     let _c = Cleanup(name.clone());
-    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    // As long as a header (nine pages): the size a creator sets before it writes anything.
+    std::fs::write(&path, vec![0u8; 9 * 4096]).unwrap();
     let t = std::time::Instant::now();
     assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
     assert!(t.elapsed() >= Duration::from_secs(1));

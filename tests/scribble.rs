@@ -21,7 +21,7 @@
 //!
 //! The fuzz target `fuzz/fuzz_targets/scribble.rs` does the same in-process (fuzz/README.md).
 //!
-//! The byte layout is the one in docs/design.md (header at 0, index at 8192, arena at
+//! The byte layout is the one in docs/design.md (header at 0, index at 36864, arena at
 //! `arena_off`; block header fields at +0..+48). The crate does not export its layout, so the
 //! offsets are written out here: a change to the layout must be made here too (`fill` checks
 //! the store first, and `Layout::read` walks the chain of blocks with these offsets).
@@ -99,9 +99,11 @@ mod hdr {
     pub const ATTACH: u64 = 1344;
     /// Bytes of an attach slot (a cache line: pid, start, hits, misses, reads in flight).
     pub const ATTACH_SLOT: u64 = 64;
-    /// End of the header's fields (the rest of the two header pages is unused).
-    pub const END: u64 = 5504;
-    pub const INDEX: u64 = 8192;
+    /// The read lanes (`[[ReadLane; 7]; 64]`, 64 bytes each: hits, misses, reading, ...).
+    pub const LANES: u64 = 5504;
+    /// End of the header's fields (the rest of the nine header pages is unused).
+    pub const END: u64 = 34176;
+    pub const INDEX: u64 = 36864;
 }
 
 /// Block header field offsets, relative to the block.
@@ -178,6 +180,8 @@ const HEADER_FIELDS: &[(u64, usize, &str)] = &[
     (1376, 8, "attach[0].reading"),
     (1408, 4, "attach[1].pid"),
     (5472, 8, "unattached.reading"),
+    (hdr::LANES + 16, 8, "lanes[0][0].reading"),
+    (hdr::LANES + 9 * 64 + 16, 8, "lanes[1][2].reading"),
 ];
 
 /// Block header fields worth aiming at: (offset, width, name); width 0 is a byte string (key

@@ -139,9 +139,9 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            // Header fields end at 5504 (layout version 2); the index starts at 8192.
-            0 => (16, 5504),
-            1 => (8192, arena_off.max(8193)),
+            // Header fields end at 34176 (layout version 3); the index starts at 36864.
+            0 => (16, 34176),
+            1 => (36864, arena_off.max(36865)),
             2 => (arena_off, arena_off + top.max(64)),
             _ => (16, total),
         };
