@@ -113,7 +113,10 @@ pub struct Header {
     pub put_policy: AtomicU32,
     pub mode: AtomicU32,
     pub creator_pid: AtomicU32,
-    pub _pad0: AtomicU32,
+    /// [`Geometry::check_value`] of the geometry: a scribble on it makes the store fail to
+    /// open, instead of being read with another index size than the processes that have it
+    /// open already (each keeps the geometry it read at open).
+    pub geometry_check: AtomicU32,
     pub created_ns: AtomicU64,
     /// The seqlock word: odd while a lock holder changes the structures, bumped to the next
     /// even number when it is done (see `optimistic.rs`). On the read-mostly line readers
@@ -234,6 +237,12 @@ fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
 }
 
+/// Where the arena starts: after `slots` index slots from `index_off`, on a page boundary.
+fn index_end(index_off: u64, slots: u64) -> Option<u64> {
+    let end = slots.checked_mul(8)?.checked_add(index_off)?;
+    end.checked_next_multiple_of(PAGE)
+}
+
 impl Geometry {
     /// The geometry for an arena of `capacity` bytes and room for `max_objects` entries.
     pub fn new(capacity: u64, max_objects: u64) -> Option<Geometry> {
@@ -249,9 +258,9 @@ impl Geometry {
             SLOTS_PER_LINE,
         );
         let index_off = HEADER_SIZE;
-        let arena_off = round_up(index_off + index_slots * 8, PAGE);
+        let arena_off = index_end(index_off, index_slots)?;
         Some(Geometry {
-            total_len: arena_off + arena_len,
+            total_len: arena_off.checked_add(arena_len)?,
             index_off,
             index_slots,
             arena_off,
@@ -275,14 +284,10 @@ impl Geometry {
                 g.total_len
             ));
         }
-        let index_end = g
-            .index_slots
-            .checked_mul(8)
-            .and_then(|b| b.checked_add(g.index_off));
         let ok = g.index_off == HEADER_SIZE
             && g.index_slots >= 64
             && g.index_slots.is_multiple_of(SLOTS_PER_LINE)
-            && index_end.is_some_and(|end| end <= g.arena_off)
+            && index_end(g.index_off, g.index_slots) == Some(g.arena_off)
             && g.arena_off.is_multiple_of(PAGE)
             && g.arena_len.is_multiple_of(PAGE)
             && g.arena_len <= MAX_ARENA
@@ -290,7 +295,33 @@ impl Geometry {
         if !ok {
             return Err(corrupt!("header geometry is inconsistent: {g:?}"));
         }
+        if h.geometry_check.load(Relaxed) != g.check_value() {
+            return Err(corrupt!(
+                "the header's geometry was overwritten (its check value does not match): the \
+                 index cannot be read"
+            ));
+        }
         Ok(g)
+    }
+
+    /// A 32-bit digest of the geometry (SipHash-1-3 under a fixed key), kept in the header:
+    /// every process must read the index with the same size, so a change to the geometry
+    /// after creation is corruption, found at open. (The hash seed is read from the header
+    /// on every look-up, so all processes always use the same one; a scribbled seed shows
+    /// as index entries whose tags do not match, which `check` finds and `repair` mends.)
+    pub fn check_value(&self) -> u32 {
+        use std::hash::Hasher;
+        let mut s = siphasher::sip::SipHasher13::new_with_keys(MAGIC, u64::from(LAYOUT_VERSION));
+        for w in [
+            self.total_len,
+            self.index_off,
+            self.index_slots,
+            self.arena_off,
+            self.arena_len,
+        ] {
+            s.write_u64(w);
+        }
+        s.finish() as u32
     }
 
     /// Live entries the index accepts before rotation.

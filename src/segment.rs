@@ -78,6 +78,7 @@ pub fn create(
         h.index_slots.store(geo.index_slots, Relaxed);
         h.arena_off.store(geo.arena_off, Relaxed);
         h.arena_len.store(geo.arena_len, Relaxed);
+        h.geometry_check.store(geo.check_value(), Relaxed);
         init(&m)?;
         h.ready.store(READY, Release);
         Ok(m)

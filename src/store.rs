@@ -41,10 +41,10 @@ struct Inner {
     /// in (a forked child registers itself again on its first operation).
     attach_slot: AtomicUsize,
     attach_gen: AtomicU64,
-    /// Nonzero while a thread of this process registers: the fork generation it does so
-    /// in, plus one (so that a value left by a thread of the parent, copied by `fork`, is not
-    /// taken for this process's). Threads that find registration due at once let one of
-    /// them register and use its slot, instead of each claiming one.
+    /// Nonzero while a thread of this process registers: the process's pid as the kernel
+    /// gives it (so that a value left by a thread of a parent, copied by any kind of fork,
+    /// is never taken for this process's). Threads that find registration due at once let
+    /// one of them register and use its slot, instead of each claiming one.
     registering: AtomicU64,
     /// When (monotonic ns) this handle last found the attach table full, so that it tries
     /// again now and then ([`REGISTER_RETRY_NS`]) rather than never or on every operation.
@@ -68,10 +68,12 @@ impl Inner {
     /// was full); `None` if it must register (again): in a forked child (the handle names
     /// the parent's slot), or after the slot was taken from it (pruned as dead).
     fn current_slot(&self) -> Option<Option<usize>> {
-        let slot = self.attach_slot.load(Acquire);
+        // The generation first: `register` stores it after the slot, so a current
+        // generation comes with its slot.
         if self.attach_gen.load(Acquire) != crate::os::fork_generation() {
             return None;
         }
+        let slot = self.attach_slot.load(Acquire);
         if slot == NO_SLOT {
             let since = crate::os::monotonic_ns().saturating_sub(self.full_at.load(Relaxed));
             return (since < REGISTER_RETRY_NS).then_some(None);
@@ -180,7 +182,17 @@ impl Store {
                 source,
             })
         })?;
-        Ok(Store::from_mapping(name, m, options))
+        // What the index really holds (a few more than asked, to a whole cache line), as
+        // `open` reports it.
+        let max_objects = Some(m.geo().max_live());
+        Ok(Store::from_mapping(
+            name,
+            m,
+            Options {
+                max_objects,
+                ..options
+            },
+        ))
     }
 
     /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
@@ -265,7 +277,9 @@ impl Store {
             if let Some(slot) = inner.current_slot() {
                 return slot;
             }
-            let ours = crate::os::fork_generation().wrapping_add(1).max(1);
+            // Not the cached pid: a child made by a raw fork (no `pthread_atfork` handlers)
+            // still caches its parent's.
+            let ours = u64::from(std::process::id());
             let now = inner.registering.load(Acquire);
             if now == ours {
                 // Another thread of this process is registering it: use its slot.
@@ -291,7 +305,8 @@ impl Store {
         &self.inner.name
     }
 
-    /// The options the store was created with.
+    /// The options the store was created with, `max_objects` as the index really holds
+    /// (the same from every handle).
     pub fn options(&self) -> Options {
         self.inner.options
     }
@@ -943,16 +958,61 @@ mod tests {
             attach::deregister(&s.inner.m, slot);
             assert_eq!(mine(), 0, "round {round}");
             let go = std::sync::Barrier::new(8);
-            std::thread::scope(|scope| {
-                for _ in 0..8 {
-                    scope.spawn(|| {
-                        go.wait();
-                        assert!(!s.has("nothing").unwrap());
-                    });
-                }
+            let got: Vec<Option<usize>> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            go.wait();
+                            s.ensure_registered()
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
             });
             assert_eq!(mine(), 1, "round {round}: one process, one slot");
+            let slot = s.inner.attach_slot.load(Relaxed);
+            assert!(
+                got.iter().all(|&g| g == Some(slot)),
+                "round {round}: every thread uses the one slot {slot}: {got:?}"
+            );
         }
+    }
+
+    /// `ensure_registered` on another thread, failing the test instead of hanging it.
+    fn registers_within_seconds(s: &Store) -> Option<usize> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || tx.send(s2.ensure_registered()).unwrap());
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("registration did not finish")
+    }
+
+    #[test]
+    fn a_registration_flag_of_another_process_or_a_finished_thread_is_not_waited_for() {
+        let t = Temp::new("regflag");
+        let s = &t.0;
+        for stale in [1u64, u64::from(std::process::id()) + 1] {
+            attach::deregister(&s.inner.m, s.inner.attach_slot.load(Relaxed));
+            // As copied by a fork from a parent that was registering at that moment.
+            s.inner.registering.store(stale, Relaxed);
+            let slot = registers_within_seconds(s);
+            assert_eq!(slot, Some(s.inner.attach_slot.load(Relaxed)));
+            assert_eq!(s.inner.registering.load(Relaxed), 0);
+        }
+        // A thread of this process registering: others wait for it, then use its slot.
+        attach::deregister(&s.inner.m, s.inner.attach_slot.load(Relaxed));
+        let ours = u64::from(std::process::id());
+        s.inner.registering.store(ours, Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || tx.send(s2.ensure_registered()).unwrap());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "did not wait for the registering thread"
+        );
+        s.inner.registering.store(0, Relaxed);
+        let slot = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(slot, Some(s.inner.attach_slot.load(Relaxed)));
     }
 
     #[test]

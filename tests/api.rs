@@ -350,6 +350,25 @@ fn foreign_segments_are_refused() {
 }
 
 #[test]
+fn a_store_whose_index_size_was_overwritten_does_not_open() {
+    let s = TempStore::new("geometry", opts(1 << 20));
+    s.put("k", &1u8).unwrap();
+    // index_slots (offset 32 in the header) one cache line smaller: the arena would still
+    // start on the same page, so only the header's check value tells.
+    let path = format!("/dev/shm/shmstore.{}", s.name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let slots = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
+    bytes[32..40].copy_from_slice(&(slots - 8).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match Store::open(s.name()) {
+        Err(Error::Corrupt { why, .. }) => assert!(why.contains("geometry"), "{why}"),
+        other => panic!("opened with another index size: {other:?}"),
+    }
+    // The handle that was open keeps the geometry it read and works on.
+    assert_eq!(s.get::<u8>("k").unwrap(), Some(1));
+}
+
+#[test]
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
     let name = unique_name("unready");
@@ -403,7 +422,13 @@ fn options_default_matches_the_original() {
     let d = Options::default();
     let s = TempStore::new("defaults", d.min_free_mem_pct(0.2).capacity(1 << 20));
     let o = s.options();
-    assert_eq!(o, d.capacity(1 << 20));
+    // The index holds the default 1024 objects, to a whole cache line of slots: what a
+    // handle opened by name reports too.
+    assert_eq!(o.max_objects, Some(1026));
+    assert_eq!(Store::open(s.name()).unwrap().options(), o);
+    let mut rest = o;
+    rest.max_objects = None;
+    assert_eq!(rest, d.capacity(1 << 20));
 }
 
 #[test]
