@@ -440,6 +440,10 @@ pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
         }
         Err(_) => return Ok(false),
     }
+    // The store is filling: the pages just reserved will be written soon, by this process
+    // first. Mapping them in one call costs less than a fault on each (W1 puts -12%, 1 MiB
+    // puts into fresh pages +10%).
+    m.populate(committed, want - committed);
     h.committed.store(want, Relaxed);
     Ok(true)
 }

@@ -97,6 +97,18 @@ impl Mapping {
         Ok(())
     }
 
+    /// Maps the arena pages of `[off, off + len)` (page-aligned, reserved already) into
+    /// this process's page tables, so that the writes that follow take no page faults.
+    pub fn populate(&self, off: u64, len: u64) {
+        let (Ok(at), Ok(len)) = (
+            usize::try_from(self.geo.arena_off + off),
+            usize::try_from(len),
+        ) else {
+            return;
+        };
+        let _ = self.map.populate_write(at, len);
+    }
+
     /// Asks the CPU to start loading the cache lines of arena bytes `[off, off + len)`, so
     /// that their misses overlap instead of following one another. A hint only: it reads
     /// nothing into the program and cannot fault, whatever the range holds.

@@ -138,6 +138,28 @@ impl Map {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// Maps the pages of `[off, off + len)` into this process's page tables now, writable
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14): one system call instead of a page fault on the
+    /// first write to each page. The pages must be reserved (`fallocate`) already, or this
+    /// fails (an error, never SIGBUS). A hint: callers ignore failures (older kernels say
+    /// `EINVAL`).
+    pub fn populate_write(&self, off: usize, len: usize) -> io::Result<()> {
+        let end = off.checked_add(len).filter(|&e| e <= self.len);
+        if end.is_none() || !off.is_multiple_of(4096) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: the range lies inside this mapping (checked) and starts on a page; the
+        // advice only fills page tables, it changes no byte a reader could see.
+        check(unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(off).cast(),
+                len,
+                libc::MADV_POPULATE_WRITE,
+            )
+        })
+        .map(|_| ())
+    }
 }
 
 impl Drop for Map {
