@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::histogram::Histogram;
 use crate::kv::Kv;
 use crate::peers::hashmap::MutexMap;
+use crate::peers::shm::ShmBytes;
 use crate::rng::{Rng, mix};
 
 /// How far ahead of the `go` line, per worker, their common start lies.
@@ -41,6 +42,8 @@ pub enum Target {
 pub enum Fleet {
     Processes(Target),
     Threads(MutexMap),
+    /// Threads of this process sharing one shmstore handle.
+    StoreThreads(shmstore::Store),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -144,25 +147,33 @@ pub fn run(fleet: &Fleet, n: usize, task: Task) -> Totals {
     };
     let outcomes = match fleet {
         Fleet::Processes(target) => run_processes(target, (0..n).map(task_of).collect()),
-        Fleet::Threads(map) => {
-            let barrier = Arc::new(Barrier::new(n));
-            let handles: Vec<_> = (0..n)
-                .map(|i| {
-                    let (mut kv, barrier, task) = (map.clone(), Arc::clone(&barrier), task_of(i));
-                    std::thread::spawn(move || {
-                        work(&mut kv, &task, || {
-                            barrier.wait();
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("worker thread panicked"))
-                .collect()
-        }
+        Fleet::Threads(map) => run_threads(n, task_of, || map.clone()),
+        Fleet::StoreThreads(store) => run_threads(n, task_of, || ShmBytes(store.clone())),
     };
     totals(&outcomes)
+}
+
+/// `n` worker threads, each with its own `Kv` from `make`, started together.
+fn run_threads<K: Kv + Send + 'static>(
+    n: usize,
+    task_of: impl Fn(usize) -> Task,
+    make: impl Fn() -> K,
+) -> Vec<Outcome> {
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (mut kv, barrier, task) = (make(), Arc::clone(&barrier), task_of(i));
+            std::thread::spawn(move || {
+                work(&mut kv, &task, || {
+                    barrier.wait();
+                })
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("worker thread panicked"))
+        .collect()
 }
 
 #[derive(Serialize, Deserialize)]

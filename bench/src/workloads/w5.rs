@@ -2,7 +2,7 @@
 //! read random keys for a fixed time each. Total gets/s for 1 and 2 readers, and their ratio.
 
 use super::{Ctx, progress};
-use crate::fleet::{self, Job, Task};
+use crate::fleet::{self, Fleet, Job, Task};
 use crate::report::Unit::{OpsPerSec, Times};
 use crate::systems::Opened;
 
@@ -38,5 +38,26 @@ pub fn run(ctx: &mut Ctx) {
         ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
         ctx.report
             .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
+        // shmstore again with the readers as threads of this process sharing one handle:
+        // its threads count in read lanes of their own (WORKLOADS.md asks for processes;
+        // threads are how many users will read).
+        if let Opened::Shm(t, false) = &opened {
+            progress("W5 shmstore, threads");
+            let fleet = Fleet::StoreThreads(t.store.clone());
+            let one = fleet::run(&fleet, 1, task);
+            let two = fleet::run(&fleet, 2, task);
+            let misses = one.misses + two.misses;
+            ctx.check(misses == 0, || {
+                format!("W5 shmstore, threads: {misses} gets missed in a filled store")
+            });
+            let label = THREADS;
+            ctx.report.add(ONE, OpsPerSec, label, one.ops_per_sec);
+            ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
+            ctx.report
+                .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
+        }
     }
 }
+
+/// The label of shmstore's readers as threads of one process.
+const THREADS: &str = "shmstore, threads";
