@@ -412,7 +412,6 @@ impl Store {
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
         let (stored, freed, lost_old) = self.locked(|l| {
-            l.begin_write();
             let h = l.header();
             let hash = index::hash(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
@@ -423,11 +422,15 @@ impl Store {
                 h.refused_puts.fetch_add(1, Relaxed);
                 Ok((false, freed, false))
             };
+            // The refusals that need no change come before the write begins: lock-free
+            // readers need not retry for them.
+            let index_full = old.is_none() && h.index_live.load(Relaxed) >= l.geo().max_live();
+            if strict && (short > 0 || index_full) {
+                return refuse(0);
+            }
+            l.begin_write();
             // Memory short on the machine: make room by eviction, or refuse.
             if short > 0 {
-                if strict {
-                    return refuse(0);
-                }
                 while freed < short {
                     match lru::victim(l, old.map(|f| f.unit))? {
                         Some(v) => freed += self.evict(l, v)?,
@@ -884,6 +887,30 @@ mod tests {
             "pages went back under a read in flight in lane 6"
         );
         lane.reading.fetch_sub(1, Relaxed);
+    }
+
+    #[test]
+    fn a_strict_put_refused_for_a_full_index_does_not_disturb_readers() {
+        let name = format!("test-unit-strictfull-{}", std::process::id());
+        let options = Options::default()
+            .capacity(1 << 20)
+            .min_free_mem_pct(0.0)
+            .max_objects(48)
+            .put_policy(PutPolicy::Strict);
+        let t = Temp(Store::create(&name, options).unwrap());
+        let s = &t.0;
+        let max = s.options().max_objects.unwrap();
+        for i in 0..max {
+            assert!(s.put_bytes(&format!("k{i}"), b"v").unwrap());
+        }
+        let word = &s.inner.m.header().seqlock;
+        let before = word.load(Relaxed);
+        assert!(!s.put_bytes("one-too-many", b"v").unwrap());
+        assert_eq!(word.load(Relaxed), before, "a refused put began a write");
+        // A replacement is not refused by a full index, and does write.
+        assert!(s.put_bytes("k0", b"w").unwrap());
+        assert_ne!(word.load(Relaxed), before);
+        s.check().unwrap();
     }
 
     #[test]
