@@ -503,7 +503,7 @@ fn top_text_and_json() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert!(
-        lines[1].contains("GETS/S") && lines[1].contains("HIT%"),
+        lines[1].contains("GETS/S") && lines[1].contains("HIT%") && lines[1].contains("MEMORY"),
         "{text}"
     );
 
@@ -543,6 +543,11 @@ fn top_text_and_json() {
         assert_eq!(r["name"], n.as_str());
         assert_eq!(r["capacity"], 1 << 20);
         assert_eq!(r["processes"], 1, "this test process has it open: {r}");
+        assert!(
+            r["memory_bytes"].as_u64().unwrap() >= 9 * 4096,
+            "the header at least: {r}"
+        );
+        assert_eq!(r["moves_per_s"], 0.0, "{r}");
     }
     assert!(
         rows.iter().any(|r| r["puts_per_s"].as_f64().unwrap() > 0.0),

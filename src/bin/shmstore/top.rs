@@ -29,7 +29,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
-const HEADER: &str = "    TIME    GETS/S   HIT%    PUTS/S    RM/S  EVICT/S  REFUSED/S   OBJECTS        USED   COMMITTED  PROCS";
+const HEADER: &str = "    TIME    GETS/S   HIT%    PUTS/S    RM/S  EVICT/S  MOVES/S  REFUSED/S   OBJECTS        USED   COMMITTED      MEMORY  PROCS";
 
 /// One interval's figures.
 struct Row {
@@ -38,6 +38,7 @@ struct Row {
     puts: f64,
     removes: f64,
     evictions: f64,
+    moves: f64,
     refused: f64,
 }
 
@@ -55,6 +56,7 @@ fn row(a: &Stats, b: &Stats, secs: f64) -> Row {
         puts: rate(a.puts, b.puts),
         removes: rate(a.removes, b.removes),
         evictions: rate(a.evictions, b.evictions),
+        moves: rate(a.moves, b.moves),
         refused: rate(a.refused_puts, b.refused_puts),
     }
 }
@@ -72,17 +74,19 @@ fn text(r: &Row, s: &Stats) -> String {
         .hit_ratio
         .map_or("-".to_string(), |h| format!("{:.1}", h * 100.0));
     format!(
-        "{} {:>9.0} {:>6} {:>9.0} {:>7.0} {:>8.0} {:>10.0} {:>9} {:>11} {:>11} {:>6}",
+        "{} {:>9.0} {:>6} {:>9.0} {:>7.0} {:>8.0} {:>8.0} {:>10.0} {:>9} {:>11} {:>11} {:>11} {:>6}",
         clock(),
         r.gets,
         hit,
         r.puts,
         r.removes,
         r.evictions,
+        r.moves,
         r.refused,
         s.objects,
         fmt::bytes(s.used_bytes),
         fmt::bytes(s.committed_bytes),
+        fmt::bytes(s.memory_bytes),
         others(&s.processes).len()
     )
 }
@@ -95,10 +99,12 @@ fn to_json(name: &str, r: &Row, s: &Stats) -> Value {
         "puts_per_s": r.puts,
         "removes_per_s": r.removes,
         "evictions_per_s": r.evictions,
+        "moves_per_s": r.moves,
         "refused_puts_per_s": r.refused,
         "objects": s.objects,
         "used_bytes": s.used_bytes,
         "committed_bytes": s.committed_bytes,
+        "memory_bytes": s.memory_bytes,
         "capacity": s.capacity,
         "processes": others(&s.processes).len(),
     })
