@@ -6,18 +6,19 @@
 //! inherited by a forked child registers the child on its first operation there.
 //! Registration takes no lock: a slot is claimed with a compare-and-swap on its pid.
 //!
-//! Each slot is also the first of its process's read lanes: cache lines of read counters
-//! (`hits`, `misses`, `locked_reads`, reads in flight), the others in the header's `lanes`.
-//! Each thread uses one lane ([`lane`]), so that threads of one process reading at once do
-//! not all write one line; a process that found the table full uses the shared
-//! `unattached` line (it reads under the lock: it has nowhere to announce a read in flight).
+//! Each slot has [`LANES`] read lanes in the header's `lanes`: cache lines of read counters
+//! (`hits`, `misses`, `locked_reads`, reads in flight). Each thread uses one lane
+//! ([`lane`]), so that threads of one process reading at once do not all write one line,
+//! and none writes the slot's own line, which every operation reads; a process that found
+//! the table full uses the shared `unattached` line (it reads under the lock: it has
+//! nowhere to announce a read in flight).
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::{AttachSlot, EXTRA_LANES, Header, ReadLane};
+use crate::layout::{AttachSlot, Header, LANES, ReadLane};
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -31,7 +32,6 @@ pub fn register(m: &Mapping) -> Option<usize> {
                 slot.start.store(start, Release);
                 // A process that died mid-read left its counts; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
-                slot.reading.store(0, Relaxed);
                 for l in &m.header().lanes[i] {
                     l.reading.store(0, Relaxed);
                 }
@@ -45,12 +45,16 @@ pub fn register(m: &Mapping) -> Option<usize> {
     None
 }
 
-/// Clears the slot this process claimed.
+/// Clears the slot this process claimed. The pid is asked of the kernel, not the cached
+/// one: a child made by a raw fork (no `pthread_atfork` handlers run) caches its parent's,
+/// and must not clear the parent's slot when it drops an inherited handle (the parent's
+/// reads in flight would no longer be seen).
 pub fn deregister(m: &Mapping, slot: usize) {
+    let pid = std::process::id();
     if let Some(s) = m.header().attach.get(slot)
-        && s.pid.load(Relaxed) == os::pid()
+        && s.pid.load(Relaxed) == pid
     {
-        release(s, os::pid(), s.start.load(Acquire));
+        release(s, pid, s.start.load(Acquire));
     }
 }
 
@@ -121,17 +125,6 @@ pub struct Lane<'a> {
     pub locked_reads: &'a AtomicU64,
 }
 
-impl<'a> From<&'a AttachSlot> for Lane<'a> {
-    fn from(s: &'a AttachSlot) -> Lane<'a> {
-        Lane {
-            hits: &s.hits,
-            misses: &s.misses,
-            reading: &s.reading,
-            locked_reads: &s.locked_reads,
-        }
-    }
-}
-
 impl<'a> From<&'a ReadLane> for Lane<'a> {
     fn from(s: &'a ReadLane) -> Lane<'a> {
         Lane {
@@ -150,10 +143,7 @@ pub fn lane(m: &Mapping, slot: Option<usize>) -> Lane<'_> {
     let Some(i) = slot.filter(|&i| i < h.attach.len()) else {
         return (&h.unattached).into();
     };
-    match thread_lane() % (EXTRA_LANES + 1) {
-        0 => (&h.attach[i]).into(),
-        k => (&h.lanes[i][k - 1]).into(),
-    }
+    (&h.lanes[i][thread_lane() % LANES]).into()
 }
 
 /// This thread's lane number: threads take them in turn as they first read.
@@ -164,7 +154,7 @@ fn thread_lane() -> usize {
     }
     LANE.with(|l| {
         if l.get() == usize::MAX {
-            l.set(NEXT.fetch_add(1, Relaxed) % (EXTRA_LANES + 1));
+            l.set(NEXT.fetch_add(1, Relaxed) % LANES);
         }
         l.get()
     })
@@ -173,9 +163,7 @@ fn thread_lane() -> usize {
 /// Whether the process in slot `i` counts a lock-free read in flight in any of its lanes.
 pub fn reading(h: &Header, i: usize) -> bool {
     h.attach.get(i).is_some_and(|s| {
-        s.pid.load(Acquire) != 0
-            && (s.reading.load(Acquire) != 0
-                || h.lanes[i].iter().any(|l| l.reading.load(Acquire) != 0))
+        s.pid.load(Acquire) != 0 && h.lanes[i].iter().any(|l| l.reading.load(Acquire) != 0)
     })
 }
 
@@ -191,12 +179,7 @@ pub struct ReadTotals {
 pub fn read_totals(m: &Mapping) -> ReadTotals {
     let h = m.header();
     let mut t = ReadTotals::default();
-    let lanes = h
-        .attach
-        .iter()
-        .chain(std::iter::once(&h.unattached))
-        .map(Lane::from);
-    for l in lanes.chain(h.lanes.iter().flatten().map(Lane::from)) {
+    for l in std::iter::once(&h.unattached).chain(h.lanes.iter().flatten()) {
         t.hits = t.hits.wrapping_add(l.hits.load(Relaxed));
         t.misses = t.misses.wrapping_add(l.misses.load(Relaxed));
         t.locked_reads = t.locked_reads.wrapping_add(l.locked_reads.load(Relaxed));

@@ -1,8 +1,8 @@
 //! The bytes of a store's segment: header, index and arena.
 //!
 //! ```text
-//! offset 0                36864                index_off + 8*slots (page aligned)      total_len
-//! | header (nine pages)   | index: u64 slots   | arena: blocks ...  | wilderness        |
+//! offset 0                40960                index_off + 8*slots (page aligned)      total_len
+//! | header (ten pages)    | index: u64 slots   | arena: blocks ...  | wilderness        |
 //! ```
 //! Everything is `#[repr(C)]`, made of atomics (several processes read and write it) and
 //! addressed by offsets: each process maps the segment at its own address. The header's
@@ -18,12 +18,12 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
 pub const PAGE: u64 = 4096;
-pub const HEADER_SIZE: u64 = 9 * PAGE;
+pub const HEADER_SIZE: u64 = 10 * PAGE;
 /// Blocks start and end on multiples of this many bytes; block offsets count in these units.
 pub const UNIT: u64 = 16;
 /// "No block" in a link.
@@ -38,9 +38,9 @@ pub const MAX_ARENA: u64 = (u32::MAX as u64 - 2) * UNIT;
 pub const BINS: usize = 192;
 /// Entries of the attach table (open handles by process).
 pub const ATTACH_SLOTS: usize = 64;
-/// Read lanes of each process besides the counters in its attach slot: its threads spread
-/// over `1 + EXTRA_LANES` cache lines, so that readers in one process do not all write one.
-pub const EXTRA_LANES: usize = 7;
+/// Read lanes of each attach slot: the threads of its process spread over this many cache
+/// lines of counters, so that readers in one process do not all write one line.
+pub const LANES: usize = 8;
 /// Index slots in one 64-byte cache line; the table has a whole number of lines.
 pub const SLOTS_PER_LINE: u64 = 8;
 
@@ -59,36 +59,31 @@ impl MutexCell {
     }
 }
 
-/// One process that has the store open, and the counters its reads update: a cache line of
-/// its own, so that readers in different processes never write the same line.
+/// One process that has the store open (one open handle): a cache line of its own, read by
+/// every operation of the process (is the slot still its own?) and written only when it
+/// registers or leaves, so its readers' counters live elsewhere ([`ReadLane`]).
 #[repr(C, align(64))]
 pub struct AttachSlot {
     pub pid: AtomicU32,
     pub _pad: AtomicU32,
     /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
     pub start: AtomicU64,
+    pub _reserved: [AtomicU64; 6],
+}
+
+/// One line of read counters, written by the threads of one process that use it.
+#[repr(C, align(64))]
+pub struct ReadLane {
     /// Gets that found / did not find their key. Shards of the store's totals: they stay
-    /// when the slot is freed and are summed over every slot.
+    /// when the slot is freed and are summed over every lane.
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    /// Lock-free reads under way in this process (`optimistic.rs`): while any slot of a live
-    /// process counts one, no page of the arena is given back to the system. Unused in
+    /// Lock-free reads under way (`optimistic.rs`): while any lane of a live process
+    /// counts one, no page of the arena is given back to the system. Unused in
     /// `unattached`.
     pub reading: AtomicU64,
     /// Gets and `has` calls that had to take the lock after all (a value over the lock-free
     /// limit, a busy writer, a recovery due). A shard, like `hits`.
-    pub locked_reads: AtomicU64,
-    pub _reserved: [AtomicU64; 2],
-}
-
-/// More read counters of the process owning the attach slot of the same index, for its
-/// other threads (see [`EXTRA_LANES`]): the same fields as in [`AttachSlot`], a cache line
-/// each.
-#[repr(C, align(64))]
-pub struct ReadLane {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub reading: AtomicU64,
     pub locked_reads: AtomicU64,
     pub _reserved: [AtomicU64; 4],
 }
@@ -163,9 +158,9 @@ pub struct Header {
     // open handles, and the read counters of each
     pub attach: [AttachSlot; ATTACH_SLOTS],
     /// The hit, miss and locked-read counters of processes that found the attach table full.
-    pub unattached: AttachSlot,
-    /// The other read lanes of the process in `attach[i]`, at `lanes[i]`.
-    pub lanes: [[ReadLane; EXTRA_LANES]; ATTACH_SLOTS],
+    pub unattached: ReadLane,
+    /// The read lanes of the process in `attach[i]`, at `lanes[i]`.
+    pub lanes: [[ReadLane; LANES]; ATTACH_SLOTS],
 }
 
 /// An intent record for a slide, the one mutation whose copy overwrites its own source.
@@ -436,7 +431,7 @@ mod offsets {
         for (field, actual, doc) in documented {
             assert_eq!(actual, doc, "header field {field}");
         }
-        assert_eq!(std::mem::size_of::<Header>(), 34176);
+        assert_eq!(std::mem::size_of::<Header>(), 38272);
         let lane = [
             ("hits", offset_of!(ReadLane, hits), 0),
             ("misses", offset_of!(ReadLane, misses), 8),
@@ -449,10 +444,6 @@ mod offsets {
         let slot = [
             ("pid", offset_of!(AttachSlot, pid), 0),
             ("start", offset_of!(AttachSlot, start), 8),
-            ("hits", offset_of!(AttachSlot, hits), 16),
-            ("misses", offset_of!(AttachSlot, misses), 24),
-            ("reading", offset_of!(AttachSlot, reading), 32),
-            ("locked_reads", offset_of!(AttachSlot, locked_reads), 40),
         ];
         for (field, actual, doc) in slot {
             assert_eq!(actual, doc, "attach slot field {field}");

@@ -89,6 +89,13 @@ pub fn punch_hole(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
         .map(|_| ())
 }
 
+/// Reads up to `buf.len()` bytes from the start of the file (fewer if it is shorter).
+pub fn read_start(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is open and `buf` is a valid, writable buffer of `buf.len()` bytes.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// Bytes of memory the object holds (its allocated blocks).
 pub fn allocated_bytes(fd: &OwnedFd) -> io::Result<u64> {
     // SAFETY: an all-zero `stat` is a valid value of that plain C struct.

@@ -127,6 +127,22 @@ pub fn open(name: &str) -> Result<Mapping> {
                 return Ok(Mapping::new(map, fd2, geo));
             }
         } else if info.size > 0 {
+            // Too short for this layout's header: a store of an older layout (whose header
+            // was smaller), or not a store at all.
+            let mut start = [0u8; 16];
+            let n = os::read_start(&fd, &mut start).map_err(|e| os_err("read", name, e))?;
+            let word = |at: usize, len: usize| {
+                let mut b = [0u8; 8];
+                b[..len].copy_from_slice(&start[at..at + len]);
+                u64::from_le_bytes(b)
+            };
+            if n == 16 && word(0, 8) == MAGIC && word(12, 4) == u64::from(READY) {
+                return Err(Error::Incompatible {
+                    name: name.to_owned(),
+                    found: word(8, 4) as u32,
+                    expected: LAYOUT_VERSION,
+                });
+            }
             return Err(Error::Foreign {
                 name: name.to_owned(),
                 why: format!("it is only {} bytes long", info.size),

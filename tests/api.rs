@@ -369,13 +369,30 @@ fn a_store_whose_index_size_was_overwritten_does_not_open() {
 }
 
 #[test]
+fn a_small_store_of_an_older_layout_is_incompatible_not_foreign() {
+    // An older layout had a smaller header: a small store of it is shorter than today's.
+    let name = unique_name("oldlayout");
+    let path = format!("/dev/shm/shmstore.{name}");
+    let _c = Cleanup(name.clone());
+    let mut bytes = vec![0u8; 5 * 4096];
+    bytes[..8].copy_from_slice(b"\x89SHMS\r\n\x1a");
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[12..16].copy_from_slice(&0x5245_4459u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match Store::open(&name) {
+        Err(Error::Incompatible { found, .. }) => assert_eq!(found, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
     let name = unique_name("unready");
     let path = format!("/dev/shm/shmstore.{name}");
     let _c = Cleanup(name.clone());
-    // As long as a header (nine pages): the size a creator sets before it writes anything.
-    std::fs::write(&path, vec![0u8; 9 * 4096]).unwrap();
+    // As long as a header (ten pages): the size a creator sets before it writes anything.
+    std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
     let t = std::time::Instant::now();
     assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
     assert!(t.elapsed() >= Duration::from_secs(1));

@@ -123,11 +123,11 @@ fn fails(args: &[&str], code: i32) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// Writes junk over everything after the header (nine pages): the header still opens, the
+/// Writes junk over everything after the header (ten pages): the header still opens, the
 /// rest is broken.
 fn scribble(n: &Name) {
     let mut bytes = std::fs::read(n.path()).unwrap();
-    bytes[9 * 4096..].fill(0xab);
+    bytes[10 * 4096..].fill(0xab);
     std::fs::write(n.path(), bytes).unwrap();
 }
 

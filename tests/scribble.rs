@@ -21,7 +21,7 @@
 //!
 //! The fuzz target `fuzz/fuzz_targets/scribble.rs` does the same in-process (fuzz/README.md).
 //!
-//! The byte layout is the one in docs/design.md (header at 0, index at 36864, arena at
+//! The byte layout is the one in docs/design.md (header at 0, index at 40960, arena at
 //! `arena_off`; block header fields at +0..+48). The crate does not export its layout, so the
 //! offsets are written out here: a change to the layout must be made here too (`fill` checks
 //! the store first, and `Layout::read` walks the chain of blocks with these offsets).
@@ -97,13 +97,13 @@ mod hdr {
     pub const FREE_BITMAP: u64 = 384;
     pub const FREE_HEADS: u64 = 408;
     pub const ATTACH: u64 = 1344;
-    /// Bytes of an attach slot (a cache line: pid, start, hits, misses, reads in flight).
+    /// Bytes of an attach slot (a cache line: pid, start).
     pub const ATTACH_SLOT: u64 = 64;
-    /// The read lanes (`[[ReadLane; 7]; 64]`, 64 bytes each: hits, misses, reading, ...).
+    /// The read lanes (`[[ReadLane; 8]; 64]`, 64 bytes each: hits, misses, reading, ...).
     pub const LANES: u64 = 5504;
-    /// End of the header's fields (the rest of the nine header pages is unused).
-    pub const END: u64 = 34176;
-    pub const INDEX: u64 = 36864;
+    /// End of the header's fields (the rest of the ten header pages is unused).
+    pub const END: u64 = 38272;
+    pub const INDEX: u64 = 40960;
 }
 
 /// Block header field offsets, relative to the block.
@@ -176,12 +176,12 @@ const HEADER_FIELDS: &[(u64, usize, &str)] = &[
     (1240, 8, "resets"),
     (1344, 4, "attach[0].pid"),
     (1352, 8, "attach[0].start"),
-    (1360, 8, "attach[0].hits"),
-    (1376, 8, "attach[0].reading"),
     (1408, 4, "attach[1].pid"),
-    (5472, 8, "unattached.reading"),
+    (5440, 8, "unattached.hits"),
+    (5456, 8, "unattached.reading"),
+    (hdr::LANES, 8, "lanes[0][0].hits"),
     (hdr::LANES + 16, 8, "lanes[0][0].reading"),
-    (hdr::LANES + 9 * 64 + 16, 8, "lanes[1][2].reading"),
+    (hdr::LANES + 10 * 64 + 16, 8, "lanes[1][2].reading"),
 ];
 
 /// Block header fields worth aiming at: (offset, width, name); width 0 is a byte string (key

@@ -139,9 +139,9 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            // Header fields end at 34176 (layout version 3); the index starts at 36864.
-            0 => (16, 34176),
-            1 => (36864, arena_off.max(36865)),
+            // Header fields end at 38272 (layout version 4); the index starts at 40960.
+            0 => (16, 38272),
+            1 => (40960, arena_off.max(40961)),
             2 => (arena_off, arena_off + top.max(64)),
             _ => (16, total),
         };
