@@ -26,9 +26,13 @@ use crate::os;
 pub fn register(m: &Mapping) -> Option<usize> {
     let pid = os::pid();
     let start = os::process_start_time(pid).unwrap_or(0);
+    let ns = os::pid_namespace();
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
+                // The namespace before the start time: a slot whose namespace is not set
+                // yet is never judged (it is being claimed).
+                slot.pid_ns.store(ns, Release);
                 slot.start.store(start, Release);
                 // A process that died mid-read left its counts; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
@@ -54,17 +58,21 @@ pub fn deregister(m: &Mapping, slot: usize) {
     if let Some(s) = m.header().attach.get(slot)
         && s.pid.load(Relaxed) == pid
     {
-        release(s, pid, s.start.load(Acquire));
+        release(s, pid, s.pid_ns.load(Acquire), s.start.load(Acquire));
     }
 }
 
-/// Frees a slot held by `pid`, whose start time was read as `start`. The start time is
-/// cleared first: a process that claims the slot next has its pid in place a moment before
-/// its own start time, and must not be judged by its predecessor's meanwhile (it would be
-/// pruned as dead while alive). A start of 0 means "unknown: judge by the pid alone". Both
-/// are compare-and-swaps, so a slot claimed by another process in between is left alone.
-fn release(s: &AttachSlot, pid: u32, start: u64) {
+/// Frees a slot held by `pid`, whose namespace and start time were read as `ns` and
+/// `start`. Both are cleared before the pid: a process that claims the slot next has its pid
+/// in place a moment before its own namespace and start time, and must not be judged by its
+/// predecessor's meanwhile (it would be pruned as dead while alive, by a process of the
+/// predecessor's namespace). A namespace of 0 means "being claimed: do not judge"; a start
+/// of 0 "unknown: judge by the pid alone". All are compare-and-swaps, so a slot claimed by
+/// another process in between is left alone (at worst its namespace is cleared by a second
+/// pruner racing the first, and it is then never pruned: a slot lost, never a live reader).
+fn release(s: &AttachSlot, pid: u32, ns: u64, start: u64) {
     let _ = s.start.compare_exchange(start, 0, AcqRel, Relaxed);
+    let _ = s.pid_ns.compare_exchange(ns, 0, AcqRel, Relaxed);
     let _ = s.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
 }
 
@@ -93,11 +101,14 @@ pub fn prune_slot(m: &Mapping, i: usize) {
         return;
     };
     let pid = slot.pid.load(Acquire);
+    let ns = slot.pid_ns.load(Acquire);
     let start = slot.start.load(Acquire);
-    // The pid again: `start` is then this owner's (or 0 while it releases), never the next
-    // owner's.
-    if pid != 0 && slot.pid.load(Acquire) == pid && !alive(pid, start) {
-        release(slot, pid, start);
+    // The pid again: `ns` and `start` are then this owner's (or 0 while it claims or
+    // releases), never the next owner's. Only a process of the owner's pid namespace can
+    // tell whether it is alive.
+    if pid != 0 && slot.pid.load(Acquire) == pid && ns == os::pid_namespace() && !alive(pid, start)
+    {
+        release(slot, pid, ns, start);
     }
 }
 

@@ -68,7 +68,11 @@ pub struct AttachSlot {
     pub _pad: AtomicU32,
     /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
     pub start: AtomicU64,
-    pub _reserved: [AtomicU64; 6],
+    /// The pid namespace the pid belongs to (`os::pid_namespace`); 0 while the slot is
+    /// being claimed or freed. Only a process of the same namespace judges whether the
+    /// owner is alive: in another one the pid means nothing (or another process).
+    pub pid_ns: AtomicU64,
+    pub _reserved: [AtomicU64; 5],
 }
 
 /// One line of read counters, written by the threads of one process that use it.
@@ -444,6 +448,7 @@ mod offsets {
         let slot = [
             ("pid", offset_of!(AttachSlot, pid), 0),
             ("start", offset_of!(AttachSlot, start), 8),
+            ("pid_ns", offset_of!(AttachSlot, pid_ns), 16),
         ];
         for (field, actual, doc) in slot {
             assert_eq!(actual, doc, "attach slot field {field}");

@@ -204,6 +204,26 @@ pub fn pid() -> u32 {
 
 static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// An identifier of this process's pid namespace (the inode of `/proc/self/ns/pid`), or 1
+/// where it cannot be read (every such process then counts as one namespace). Pids of
+/// processes in another namespace mean nothing here (or name other processes).
+pub fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    // Asked once per fork generation (a child may be in a new namespace: `unshare --pid`).
+    static FOR_GENERATION: AtomicU64 = AtomicU64::new(0);
+    static NS: AtomicU64 = AtomicU64::new(0);
+    let generation = fork_generation().wrapping_add(1).max(1);
+    if FOR_GENERATION.load(Acquire) == generation {
+        return NS.load(Acquire);
+    }
+    let ns = std::fs::metadata("/proc/self/ns/pid").map_or(1, |m| m.ino().max(2));
+    NS.store(ns, Release);
+    FOR_GENERATION.store(generation, Release);
+    ns
+}
+
 /// Nanoseconds on CLOCK_MONOTONIC.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)

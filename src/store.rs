@@ -934,6 +934,7 @@ mod tests {
             .find(|(_, slot)| slot.pid.load(Relaxed) == 0)
             .unwrap();
         h.lanes[i][0].reading.store(1, Relaxed);
+        slot.pid_ns.store(crate::os::pid_namespace(), Relaxed);
         slot.start.store(1, Relaxed);
         slot.pid.store(dead, Relaxed);
         // The first removal that would give pages back finds the count, sees the process is
@@ -954,6 +955,45 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_of_another_pid_namespace_is_never_judged_dead_here() {
+        let t = Temp::new("otherns");
+        let s = &t.0;
+        let (_, full) = fill(s);
+        // A process of another pid namespace (a container sharing /dev/shm) mid-read: its
+        // pid names nothing here, or another process.
+        let mut kid = std::process::Command::new("true").spawn().unwrap();
+        let meaningless = kid.id();
+        kid.wait().unwrap();
+        let h = s.inner.m.header();
+        let (i, slot) = h
+            .attach
+            .iter()
+            .enumerate()
+            .find(|(_, slot)| slot.pid.load(Relaxed) == 0)
+            .unwrap();
+        h.lanes[i][3].reading.store(1, Relaxed);
+        slot.pid_ns.store(crate::os::pid_namespace() + 1, Relaxed);
+        slot.start.store(1, Relaxed);
+        slot.pid.store(meaningless, Relaxed);
+        for i in 0..16u8 {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(
+            memory(s) >= full - (1 << 20),
+            "pages went back under a read in flight in another namespace"
+        );
+        assert!(s.processes().contains(&meaningless), "pruned");
+        // A slot being claimed (namespace not set yet) is not judged either.
+        slot.pid_ns.store(0, Relaxed);
+        assert!(s.processes().contains(&meaningless), "pruned mid-claim");
+        // Once it is known to be of this namespace, the dead process goes.
+        slot.pid_ns.store(crate::os::pid_namespace(), Relaxed);
+        assert!(!s.processes().contains(&meaningless));
+        assert_eq!(slot.pid.load(Relaxed), 0);
+        h.lanes[i][3].reading.store(0, Relaxed);
+    }
+
+    #[test]
     fn a_freed_slot_keeps_no_start_time_so_a_claimer_is_judged_by_its_pid() {
         let t = Temp::new("claim");
         let s = &t.0;
@@ -964,6 +1004,7 @@ mod tests {
         let slot = &s.inner.m.header().attach[i];
         assert_eq!(slot.pid.load(Relaxed), 0);
         assert_eq!(slot.start.load(Relaxed), 0);
+        assert_eq!(slot.pid_ns.load(Relaxed), 0);
         // A live process (this one) between claiming the pid and storing its start time:
         // judged by its pid alone, it stays.
         slot.pid.store(crate::os::pid(), Relaxed);
