@@ -22,17 +22,19 @@ use crate::layout::{AttachSlot, Header, LANES, ReadLane};
 use crate::mapping::Mapping;
 use crate::os;
 
+/// The owner word of a slot held by `pid` of pid namespace `ns` (0: unknown).
+pub fn owner(pid: u32, ns: Option<u32>) -> u64 {
+    u64::from(ns.unwrap_or(0)) << 32 | u64::from(pid)
+}
+
 /// Claims a slot for this process; `None` when the table is full even after pruning.
 pub fn register(m: &Mapping) -> Option<usize> {
     let pid = os::pid();
     let start = os::process_start_time(pid).unwrap_or(0);
-    let ns = os::pid_namespace();
+    let me = owner(pid, os::pid_namespace());
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
-            if slot.pid.compare_exchange(0, pid, AcqRel, Relaxed).is_ok() {
-                // The namespace before the start time: a slot whose namespace is not set
-                // yet is never judged (it is being claimed).
-                slot.pid_ns.store(ns, Release);
+            if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
                 slot.start.store(start, Release);
                 // A process that died mid-read left its counts; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
@@ -54,26 +56,23 @@ pub fn register(m: &Mapping) -> Option<usize> {
 /// and must not clear the parent's slot when it drops an inherited handle (the parent's
 /// reads in flight would no longer be seen).
 pub fn deregister(m: &Mapping, slot: usize) {
-    let pid = std::process::id();
-    if let Some(s) = m.header().attach.get(slot)
-        && s.pid.load(Relaxed) == pid
-    {
-        release(s, pid, s.pid_ns.load(Acquire), s.start.load(Acquire));
+    if let Some(s) = m.header().attach.get(slot) {
+        let word = s.owner.load(Acquire);
+        if word as u32 == std::process::id() {
+            release(s, word, s.start.load(Acquire));
+        }
     }
 }
 
-/// Frees a slot held by `pid`, whose namespace and start time were read as `ns` and
-/// `start`. Both are cleared before the pid: a process that claims the slot next has its pid
-/// in place a moment before its own namespace and start time, and must not be judged by its
-/// predecessor's meanwhile (it would be pruned as dead while alive, by a process of the
-/// predecessor's namespace). A namespace of 0 means "being claimed: do not judge"; a start
-/// of 0 "unknown: judge by the pid alone". All are compare-and-swaps, so a slot claimed by
-/// another process in between is left alone (at worst its namespace is cleared by a second
-/// pruner racing the first, and it is then never pruned: a slot lost, never a live reader).
-fn release(s: &AttachSlot, pid: u32, ns: u64, start: u64) {
+/// Frees a slot whose owner word and start time were read as `word` and `start`. The start
+/// time is cleared first: a process that claims the slot next has its owner word in place
+/// a moment before its own start time, and must not be judged by its predecessor's
+/// meanwhile (it would be pruned as dead while alive). A start of 0 means "unknown: judge
+/// by the pid alone". Both are compare-and-swaps, so a slot claimed by another process in
+/// between is left alone.
+fn release(s: &AttachSlot, word: u64, start: u64) {
     let _ = s.start.compare_exchange(start, 0, AcqRel, Relaxed);
-    let _ = s.pid_ns.compare_exchange(ns, 0, AcqRel, Relaxed);
-    let _ = s.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
+    let _ = s.owner.compare_exchange(word, 0, AcqRel, Relaxed);
 }
 
 /// Whether the process `pid`, started at `start` (0: unknown), may still be alive. Only a
@@ -100,15 +99,20 @@ pub fn prune_slot(m: &Mapping, i: usize) {
     let Some(slot) = m.header().attach.get(i) else {
         return;
     };
-    let pid = slot.pid.load(Acquire);
-    let ns = slot.pid_ns.load(Acquire);
+    let word = slot.owner.load(Acquire);
     let start = slot.start.load(Acquire);
-    // The pid again: `ns` and `start` are then this owner's (or 0 while it claims or
-    // releases), never the next owner's. Only a process of the owner's pid namespace can
-    // tell whether it is alive.
-    if pid != 0 && slot.pid.load(Acquire) == pid && ns == os::pid_namespace() && !alive(pid, start)
+    // The owner again: `start` is then this owner's (or 0 while it claims or releases),
+    // never the next owner's. Only a process of the owner's pid namespace can tell whether
+    // it is alive (in another one its pid names nothing, or another process); an owner or a
+    // judge whose namespace is unknown is never judged.
+    let (pid, ns) = (word as u32, (word >> 32) as u32);
+    if pid != 0
+        && slot.owner.load(Acquire) == word
+        && ns != 0
+        && os::pid_namespace() == Some(ns)
+        && !alive(pid, start)
     {
-        release(slot, pid, ns, start);
+        release(slot, word, start);
     }
 }
 
@@ -120,7 +124,7 @@ pub fn live(m: &Mapping) -> Vec<u32> {
         .header()
         .attach
         .iter()
-        .map(|s| s.pid.load(Relaxed))
+        .map(|s| s.pid())
         .filter(|&p| p != 0)
         .collect();
     pids.sort_unstable();
@@ -173,9 +177,9 @@ fn thread_lane() -> usize {
 
 /// Whether the process in slot `i` counts a lock-free read in flight in any of its lanes.
 pub fn reading(h: &Header, i: usize) -> bool {
-    h.attach.get(i).is_some_and(|s| {
-        s.pid.load(Acquire) != 0 && h.lanes[i].iter().any(|l| l.reading.load(Acquire) != 0)
-    })
+    h.attach
+        .get(i)
+        .is_some_and(|s| s.pid() != 0 && h.lanes[i].iter().any(|l| l.reading.load(Acquire) != 0))
 }
 
 /// Totals of the read counters over every line.

@@ -18,7 +18,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
@@ -64,15 +64,19 @@ impl MutexCell {
 /// registers or leaves, so its readers' counters live elsewhere ([`ReadLane`]).
 #[repr(C, align(64))]
 pub struct AttachSlot {
-    pub pid: AtomicU32,
-    pub _pad: AtomicU32,
+    /// `pid_ns << 32 | pid`, 0 when free: claimed and freed by one compare-and-swap, so the
+    /// pid never appears without the pid namespace it belongs to (see `attach.rs`).
+    pub owner: AtomicU64,
     /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
     pub start: AtomicU64,
-    /// The pid namespace the pid belongs to (`os::pid_namespace`); 0 while the slot is
-    /// being claimed or freed. Only a process of the same namespace judges whether the
-    /// owner is alive: in another one the pid means nothing (or another process).
-    pub pid_ns: AtomicU64,
-    pub _reserved: [AtomicU64; 5],
+    pub _reserved: [AtomicU64; 6],
+}
+
+impl AttachSlot {
+    /// The owner's pid (0: free).
+    pub fn pid(&self) -> u32 {
+        self.owner.load(std::sync::atomic::Ordering::Acquire) as u32
+    }
 }
 
 /// One line of read counters, written by the threads of one process that use it.
@@ -446,9 +450,8 @@ mod offsets {
             assert_eq!(actual, doc, "read lane field {field}");
         }
         let slot = [
-            ("pid", offset_of!(AttachSlot, pid), 0),
+            ("owner", offset_of!(AttachSlot, owner), 0),
             ("start", offset_of!(AttachSlot, start), 8),
-            ("pid_ns", offset_of!(AttachSlot, pid_ns), 16),
         ];
         for (field, actual, doc) in slot {
             assert_eq!(actual, doc, "attach slot field {field}");

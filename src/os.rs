@@ -204,24 +204,32 @@ pub fn pid() -> u32 {
 
 static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// An identifier of this process's pid namespace (the inode of `/proc/self/ns/pid`), or 1
-/// where it cannot be read (every such process then counts as one namespace). Pids of
-/// processes in another namespace mean nothing here (or name other processes).
-pub fn pid_namespace() -> u64 {
+/// An identifier of this process's pid namespace (the low 32 bits of the inode of
+/// `/proc/self/ns/pid`, never 0), or `None` when it cannot be told: no such file, or a
+/// `/proc` mounted for another namespace (`/proc/self` is not this process's pid: then
+/// `/proc/PID` entries describe other processes than the pids this process sees).
+pub fn pid_namespace() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering::{Acquire, Release};
+    use std::sync::atomic::{AtomicU32, AtomicU64};
     // Asked once per fork generation (a child may be in a new namespace: `unshare --pid`).
     static FOR_GENERATION: AtomicU64 = AtomicU64::new(0);
-    static NS: AtomicU64 = AtomicU64::new(0);
+    static NS: AtomicU32 = AtomicU32::new(0);
     let generation = fork_generation().wrapping_add(1).max(1);
     if FOR_GENERATION.load(Acquire) == generation {
-        return NS.load(Acquire);
+        return Some(NS.load(Acquire)).filter(|&n| n != 0);
     }
-    let ns = std::fs::metadata("/proc/self/ns/pid").map_or(1, |m| m.ino().max(2));
+    let own_proc = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        == Some(std::process::id());
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .ok()
+        .filter(|_| own_proc)
+        .map_or(0, |m| (m.ino() as u32).max(1));
     NS.store(ns, Release);
     FOR_GENERATION.store(generation, Release);
-    ns
+    Some(ns).filter(|&n| n != 0)
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC.

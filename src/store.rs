@@ -78,7 +78,7 @@ impl Inner {
             let since = crate::os::monotonic_ns().saturating_sub(self.full_at.load(Relaxed));
             return (since < REGISTER_RETRY_NS).then_some(None);
         }
-        let mine = |s: &crate::layout::AttachSlot| s.pid.load(Relaxed) == crate::os::pid();
+        let mine = |s: &crate::layout::AttachSlot| s.pid() == crate::os::pid();
         self.m
             .header()
             .attach
@@ -931,18 +931,18 @@ mod tests {
             .attach
             .iter()
             .enumerate()
-            .find(|(_, slot)| slot.pid.load(Relaxed) == 0)
+            .find(|(_, slot)| slot.pid() == 0)
             .unwrap();
         h.lanes[i][0].reading.store(1, Relaxed);
-        slot.pid_ns.store(crate::os::pid_namespace(), Relaxed);
         slot.start.store(1, Relaxed);
-        slot.pid.store(dead, Relaxed);
+        let here = crate::os::pid_namespace();
+        slot.owner.store(attach::owner(dead, here), Relaxed);
         // The first removal that would give pages back finds the count, sees the process is
         // gone and prunes its slot.
         for i in 0..16u8 {
             assert!(s.remove(&format!("big{i}")).unwrap());
         }
-        assert_eq!(slot.pid.load(Relaxed), 0, "the dead reader's slot {i}");
+        assert_eq!(slot.pid(), 0, "the dead reader's slot {i}");
         let after = memory(s);
         assert!(
             after <= empty + (2 << 20),
@@ -969,12 +969,14 @@ mod tests {
             .attach
             .iter()
             .enumerate()
-            .find(|(_, slot)| slot.pid.load(Relaxed) == 0)
+            .find(|(_, slot)| slot.pid() == 0)
             .unwrap();
         h.lanes[i][3].reading.store(1, Relaxed);
-        slot.pid_ns.store(crate::os::pid_namespace() + 1, Relaxed);
         slot.start.store(1, Relaxed);
-        slot.pid.store(meaningless, Relaxed);
+        let here = crate::os::pid_namespace();
+        let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
+        slot.owner
+            .store(attach::owner(meaningless, elsewhere), Relaxed);
         for i in 0..16u8 {
             assert!(s.remove(&format!("big{i}")).unwrap());
         }
@@ -983,13 +985,16 @@ mod tests {
             "pages went back under a read in flight in another namespace"
         );
         assert!(s.processes().contains(&meaningless), "pruned");
-        // A slot being claimed (namespace not set yet) is not judged either.
-        slot.pid_ns.store(0, Relaxed);
-        assert!(s.processes().contains(&meaningless), "pruned mid-claim");
-        // Once it is known to be of this namespace, the dead process goes.
-        slot.pid_ns.store(crate::os::pid_namespace(), Relaxed);
+        // Nor is one whose namespace is not known.
+        slot.owner.store(attach::owner(meaningless, None), Relaxed);
+        assert!(
+            s.processes().contains(&meaningless),
+            "pruned, namespace unknown"
+        );
+        // Of this namespace, the dead process goes.
+        slot.owner.store(attach::owner(meaningless, here), Relaxed);
         assert!(!s.processes().contains(&meaningless));
-        assert_eq!(slot.pid.load(Relaxed), 0);
+        assert_eq!(slot.pid(), 0);
         h.lanes[i][3].reading.store(0, Relaxed);
     }
 
@@ -1002,15 +1007,15 @@ mod tests {
         let i = other.inner.attach_slot.load(Relaxed);
         drop(other);
         let slot = &s.inner.m.header().attach[i];
-        assert_eq!(slot.pid.load(Relaxed), 0);
+        assert_eq!(slot.owner.load(Relaxed), 0);
         assert_eq!(slot.start.load(Relaxed), 0);
-        assert_eq!(slot.pid_ns.load(Relaxed), 0);
-        // A live process (this one) between claiming the pid and storing its start time:
-        // judged by its pid alone, it stays.
-        slot.pid.store(crate::os::pid(), Relaxed);
+        // A live process (this one) between claiming the slot and storing its start time:
+        // judged by its pid alone (in its own namespace), it stays.
+        let me = attach::owner(crate::os::pid(), crate::os::pid_namespace());
+        slot.owner.store(me, Relaxed);
         let _ = s.processes();
-        assert_eq!(slot.pid.load(Relaxed), crate::os::pid());
-        slot.pid.store(0, Relaxed);
+        assert_eq!(slot.owner.load(Relaxed), me);
+        slot.owner.store(0, Relaxed);
     }
 
     #[test]
@@ -1021,7 +1026,7 @@ mod tests {
         let mine = || {
             h.attach
                 .iter()
-                .filter(|a| a.pid.load(Relaxed) == crate::os::pid())
+                .filter(|a| a.pid() == crate::os::pid())
                 .count()
         };
         for round in 0..20 {
@@ -1092,12 +1097,14 @@ mod tests {
         let t = Temp::new("tablefull");
         let s = &t.0;
         let h = s.inner.m.header();
-        // Every free slot taken by a live process (pid 1, judged by its pid alone).
+        // Every free slot taken by a live process (pid 1 of this namespace, judged by its
+        // pid alone).
+        let init = attach::owner(1, crate::os::pid_namespace());
         let taken: Vec<usize> = (0..h.attach.len())
             .filter(|&i| {
                 h.attach[i]
-                    .pid
-                    .compare_exchange(0, 1, Relaxed, Relaxed)
+                    .owner
+                    .compare_exchange(0, init, Relaxed, Relaxed)
                     .is_ok()
             })
             .collect();
@@ -1107,14 +1114,14 @@ mod tests {
         assert!(!late.has("nothing").unwrap());
         // A slot frees; the handle does not scan the table on every operation, but tries
         // again within a second or so.
-        h.attach[taken[0]].pid.store(0, Relaxed);
+        h.attach[taken[0]].owner.store(0, Relaxed);
         assert!(!late.has("nothing").unwrap());
         assert_eq!(late.inner.attach_slot.load(Relaxed), NO_SLOT);
         std::thread::sleep(Duration::from_nanos(REGISTER_RETRY_NS + 100_000_000));
         assert!(!late.has("nothing").unwrap());
         assert_eq!(late.inner.attach_slot.load(Relaxed), taken[0]);
         for &i in &taken[1..] {
-            h.attach[i].pid.store(0, Relaxed);
+            h.attach[i].owner.store(0, Relaxed);
         }
     }
 
