@@ -4,7 +4,8 @@
 //! for it) in a free slot of the header's table, and clears the slot when dropped. A process
 //! killed before it could clear its slot leaves a dead entry, which [`live`] prunes. A handle
 //! inherited by a forked child registers the child on its first operation there.
-//! Registration takes no lock: a slot is claimed with a compare-and-swap on its pid.
+//! Registration takes no lock: a slot is claimed with a compare-and-swap on its owner word
+//! (pid and pid namespace).
 //!
 //! Each slot has [`LANES`] read lanes in the header's `lanes`: cache lines of read counters
 //! (`hits`, `misses`, `locked_reads`, reads in flight). Each thread uses one lane
@@ -27,11 +28,16 @@ pub fn owner(pid: u32, ns: Option<u32>) -> u64 {
     u64::from(ns.unwrap_or(0)) << 32 | u64::from(pid)
 }
 
+/// This process's owner word (its cached pid).
+pub fn my_owner() -> u64 {
+    owner(os::pid(), os::pid_namespace().id)
+}
+
 /// Claims a slot for this process; `None` when the table is full even after pruning.
 pub fn register(m: &Mapping) -> Option<usize> {
     let pid = os::pid();
     let start = os::process_start_time(pid).unwrap_or(0);
-    let me = owner(pid, os::pid_namespace());
+    let me = owner(pid, os::pid_namespace().id);
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
@@ -56,22 +62,31 @@ pub fn register(m: &Mapping) -> Option<usize> {
 /// and must not clear the parent's slot when it drops an inherited handle (the parent's
 /// reads in flight would no longer be seen).
 pub fn deregister(m: &Mapping, slot: usize) {
-    if let Some(s) = m.header().attach.get(slot) {
-        let word = s.owner.load(Acquire);
-        if word as u32 == std::process::id() {
-            release(s, word, s.start.load(Acquire));
-        }
+    let me = owner(std::process::id(), os::pid_namespace().id);
+    if let Some(s) = m.header().attach.get(slot)
+        && s.owner.load(Acquire) == me
+    {
+        release(s, me, s.start.load(Acquire));
     }
 }
 
 /// Frees a slot whose owner word and start time were read as `word` and `start`. The start
-/// time is cleared first: a process that claims the slot next has its owner word in place
-/// a moment before its own start time, and must not be judged by its predecessor's
-/// meanwhile (it would be pruned as dead while alive). A start of 0 means "unknown: judge
-/// by the pid alone". Both are compare-and-swaps, so a slot claimed by another process in
-/// between is left alone.
+/// time goes first, so that a process that claims the slot next (its owner word in place a
+/// moment before its own start time) is never judged by its predecessor's: when it was
+/// read as known, only by a compare-and-swap, and if that fails the slot has changed hands
+/// (or pid was reused: the same owner word with another start time) and is left alone;
+/// when it was read as 0 ("judge by the pid alone", or not stored yet), unconditionally
+/// (a start time stored meanwhile is the owner's being freed, or else a new owner's, which
+/// is then judged by its pid alone: the safe side). The owner word is a compare-and-swap
+/// too, so a slot claimed by another process in between is left alone.
 fn release(s: &AttachSlot, word: u64, start: u64) {
-    let _ = s.start.compare_exchange(start, 0, AcqRel, Relaxed);
+    if start != 0 {
+        if s.start.compare_exchange(start, 0, AcqRel, Relaxed).is_err() {
+            return;
+        }
+    } else {
+        s.start.store(0, Release);
+    }
     let _ = s.owner.compare_exchange(word, 0, AcqRel, Relaxed);
 }
 
@@ -106,10 +121,12 @@ pub fn prune_slot(m: &Mapping, i: usize) {
     // it is alive (in another one its pid names nothing, or another process); an owner or a
     // judge whose namespace is unknown is never judged.
     let (pid, ns) = (word as u32, (word >> 32) as u32);
+    let judge = os::pid_namespace();
     if pid != 0
         && slot.owner.load(Acquire) == word
         && ns != 0
-        && os::pid_namespace() == Some(ns)
+        && judge.own_proc
+        && judge.id == Some(ns)
         && !alive(pid, start)
     {
         release(slot, word, start);
@@ -200,4 +217,57 @@ pub fn read_totals(m: &Mapping) -> ReadTotals {
         t.locked_reads = t.locked_reads.wrapping_add(l.locked_reads.load(Relaxed));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::{AttachSlot, owner, release};
+
+    fn slot(word: u64, start: u64) -> AttachSlot {
+        AttachSlot {
+            owner: AtomicU64::new(word),
+            start: AtomicU64::new(start),
+            _reserved: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_release_frees_the_owner_it_read() {
+        let w = owner(1234, Some(7));
+        let s = slot(w, 99);
+        release(&s, w, 99);
+        assert_eq!((s.owner.load(Relaxed), s.start.load(Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn a_late_release_leaves_a_slot_that_changed_hands_alone() {
+        // Read as (w, 99); meanwhile freed and claimed by a process with the same owner word
+        // (a reused pid) that stored its own start time, or has not stored it yet.
+        let w = owner(1234, Some(7));
+        for now in [100, 0] {
+            let s = slot(w, now);
+            release(&s, w, 99);
+            assert_eq!(
+                s.owner.load(Relaxed),
+                w,
+                "start {now}: the new owner was freed"
+            );
+        }
+        // Claimed by someone else entirely.
+        let s = slot(owner(555, Some(7)), 0);
+        release(&s, w, 0);
+        assert_eq!(s.owner.load(Relaxed), owner(555, Some(7)));
+    }
+
+    #[test]
+    fn a_release_read_without_a_start_time_clears_one_stored_meanwhile() {
+        // Read while the owner was registering (start 0); it stored its start, then died.
+        let w = owner(1234, Some(7));
+        let s = slot(w, 42);
+        release(&s, w, 0);
+        assert_eq!((s.owner.load(Relaxed), s.start.load(Relaxed)), (0, 0));
+    }
 }

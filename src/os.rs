@@ -204,32 +204,53 @@ pub fn pid() -> u32 {
 
 static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// An identifier of this process's pid namespace (the low 32 bits of the inode of
-/// `/proc/self/ns/pid`, never 0), or `None` when it cannot be told: no such file, or a
-/// `/proc` mounted for another namespace (`/proc/self` is not this process's pid: then
-/// `/proc/PID` entries describe other processes than the pids this process sees).
-pub fn pid_namespace() -> Option<u32> {
+/// This process's pid namespace, as far as it can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidNs {
+    /// The low 32 bits of the inode of `/proc/self/ns/pid` (never 0; `None` if unreadable).
+    pub id: Option<u32>,
+    /// Whether `/proc` is mounted for this namespace, so that `/proc/PID` describes the
+    /// process this process knows as PID: only then may it judge other processes alive.
+    pub own_proc: bool,
+}
+
+/// This process's pid namespace ([`PidNs`]), asked of `/proc` once per fork generation (a
+/// child may be in a new namespace: `unshare --pid`).
+pub fn pid_namespace() -> PidNs {
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::Ordering::{Acquire, Release};
     use std::sync::atomic::{AtomicU32, AtomicU64};
-    // Asked once per fork generation (a child may be in a new namespace: `unshare --pid`).
     static FOR_GENERATION: AtomicU64 = AtomicU64::new(0);
-    static NS: AtomicU32 = AtomicU32::new(0);
+    static ID: AtomicU32 = AtomicU32::new(0);
+    static OWN_PROC: AtomicU32 = AtomicU32::new(0);
+    let cached = || PidNs {
+        id: Some(ID.load(Acquire)).filter(|&n| n != 0),
+        own_proc: OWN_PROC.load(Acquire) != 0,
+    };
     let generation = fork_generation().wrapping_add(1).max(1);
     if FOR_GENERATION.load(Acquire) == generation {
-        return Some(NS.load(Acquire)).filter(|&n| n != 0);
+        return cached();
     }
-    let own_proc = std::fs::read_link("/proc/self")
+    let id = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| (m.ino() as u32).max(1));
+    ID.store(id, Release);
+    OWN_PROC.store(u32::from(proc_is_own()), Release);
+    FOR_GENERATION.store(generation, Release);
+    cached()
+}
+
+/// Whether `/proc` belongs to this process's pid namespace: `NSpid` in `/proc/self/status`
+/// lists the process's pid in each namespace from the one `/proc` was mounted for down to
+/// its own, so exactly one entry means they are the same. (Kernels before 4.1 have no
+/// `NSpid`: then `/proc/self` must at least name this process's pid.)
+fn proc_is_own() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("NSpid:")) {
+        return line.split_whitespace().count() == 2;
+    }
+    std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str()?.parse::<u32>().ok())
-        == Some(std::process::id());
-    let ns = std::fs::metadata("/proc/self/ns/pid")
-        .ok()
-        .filter(|_| own_proc)
-        .map_or(0, |m| (m.ino() as u32).max(1));
-    NS.store(ns, Release);
-    FOR_GENERATION.store(generation, Release);
-    Some(ns).filter(|&n| n != 0)
+        == Some(std::process::id())
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC.

@@ -78,12 +78,14 @@ impl Inner {
             let since = crate::os::monotonic_ns().saturating_sub(self.full_at.load(Relaxed));
             return (since < REGISTER_RETRY_NS).then_some(None);
         }
-        let mine = |s: &crate::layout::AttachSlot| s.pid() == crate::os::pid();
+        // The whole owner word: a slot lost and taken by a process of another namespace
+        // with the same pid number is not this process's.
+        let me = attach::my_owner();
         self.m
             .header()
             .attach
             .get(slot)
-            .is_some_and(mine)
+            .is_some_and(|s| s.owner.load(Relaxed) == me)
             .then_some(Some(slot))
     }
 
@@ -935,7 +937,7 @@ mod tests {
             .unwrap();
         h.lanes[i][0].reading.store(1, Relaxed);
         slot.start.store(1, Relaxed);
-        let here = crate::os::pid_namespace();
+        let here = crate::os::pid_namespace().id;
         slot.owner.store(attach::owner(dead, here), Relaxed);
         // The first removal that would give pages back finds the count, sees the process is
         // gone and prunes its slot.
@@ -973,7 +975,7 @@ mod tests {
             .unwrap();
         h.lanes[i][3].reading.store(1, Relaxed);
         slot.start.store(1, Relaxed);
-        let here = crate::os::pid_namespace();
+        let here = crate::os::pid_namespace().id;
         let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
         slot.owner
             .store(attach::owner(meaningless, elsewhere), Relaxed);
@@ -1011,7 +1013,7 @@ mod tests {
         assert_eq!(slot.start.load(Relaxed), 0);
         // A live process (this one) between claiming the slot and storing its start time:
         // judged by its pid alone (in its own namespace), it stays.
-        let me = attach::owner(crate::os::pid(), crate::os::pid_namespace());
+        let me = attach::owner(crate::os::pid(), crate::os::pid_namespace().id);
         slot.owner.store(me, Relaxed);
         let _ = s.processes();
         assert_eq!(slot.owner.load(Relaxed), me);
@@ -1099,7 +1101,7 @@ mod tests {
         let h = s.inner.m.header();
         // Every free slot taken by a live process (pid 1 of this namespace, judged by its
         // pid alone).
-        let init = attach::owner(1, crate::os::pid_namespace());
+        let init = attach::owner(1, crate::os::pid_namespace().id);
         let taken: Vec<usize> = (0..h.attach.len())
             .filter(|&i| {
                 h.attach[i]
