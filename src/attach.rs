@@ -33,11 +33,10 @@ pub fn my_owner() -> u64 {
     owner(os::pid(), os::pid_namespace().id)
 }
 
-/// Claims a slot for this process; `None` when the table is full even after pruning.
-pub fn register(m: &Mapping) -> Option<usize> {
-    let pid = os::pid();
-    let start = os::process_start_time(pid).unwrap_or(0);
-    let me = owner(pid, os::pid_namespace().id);
+/// Claims a slot for this process, whose owner word is `me` ([`my_owner`]); `None` when
+/// the table is full even after pruning.
+pub fn register(m: &Mapping, me: u64) -> Option<usize> {
+    let start = os::process_start_time(me as u32).unwrap_or(0);
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {

@@ -41,6 +41,9 @@ struct Inner {
     /// in (a forked child registers itself again on its first operation).
     attach_slot: AtomicUsize,
     attach_gen: AtomicU64,
+    /// The owner word the slot was claimed with (pid and pid namespace), so that checking
+    /// the slot is still this process's costs one comparison.
+    attach_owner: AtomicU64,
     /// Nonzero while a thread of this process registers: the process's pid as the kernel
     /// gives it (so that a value left by a thread of a parent, copied by any kind of fork,
     /// is never taken for this process's). Threads that find registration due at once let
@@ -68,8 +71,8 @@ impl Inner {
     /// was full); `None` if it must register (again): in a forked child (the handle names
     /// the parent's slot), or after the slot was taken from it (pruned as dead).
     fn current_slot(&self) -> Option<Option<usize>> {
-        // The generation first: `register` stores it after the slot, so a current
-        // generation comes with its slot.
+        // The generation first: `register` stores it after the slot and owner word, so a
+        // current generation comes with them.
         if self.attach_gen.load(Acquire) != crate::os::fork_generation() {
             return None;
         }
@@ -80,7 +83,7 @@ impl Inner {
         }
         // The whole owner word: a slot lost and taken by a process of another namespace
         // with the same pid number is not this process's.
-        let me = attach::my_owner();
+        let me = self.attach_owner.load(Relaxed);
         self.m
             .header()
             .attach
@@ -92,11 +95,13 @@ impl Inner {
     /// Claims a slot of the attach table for this process (`NO_SLOT` if it is full).
     fn register(&self) -> usize {
         let generation = crate::os::fork_generation();
-        let slot = attach::register(&self.m).unwrap_or(NO_SLOT);
+        let me = attach::my_owner();
+        let slot = attach::register(&self.m, me).unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
             self.full_at.store(crate::os::monotonic_ns(), Relaxed);
         }
         self.attach_slot.store(slot, Release);
+        self.attach_owner.store(me, Release);
         self.attach_gen.store(generation, Release);
         slot
     }
@@ -253,6 +258,7 @@ impl Store {
             memory: MemorySampler::default(),
             attach_slot: AtomicUsize::new(NO_SLOT),
             attach_gen: AtomicU64::new(0),
+            attach_owner: AtomicU64::new(0),
             registering: AtomicU64::new(0),
             full_at: AtomicU64::new(0),
         };
