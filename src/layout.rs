@@ -291,7 +291,6 @@ impl Geometry {
             && g.index_slots >= 64
             && g.index_slots.is_multiple_of(SLOTS_PER_LINE)
             && index_end(g.index_off, g.index_slots) == Some(g.arena_off)
-            && g.arena_off.is_multiple_of(PAGE)
             && g.arena_len.is_multiple_of(PAGE)
             && g.arena_len <= MAX_ARENA
             && g.arena_off.checked_add(g.arena_len) == Some(g.total_len);

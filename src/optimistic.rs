@@ -22,13 +22,12 @@
 //! writer that died, or a repair due, leaves it so until the lock's next holder repairs the
 //! store), or for anything inconsistent (the locked path reports the corruption).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
 
 use crate::attach;
 use crate::index;
-use std::sync::atomic::AtomicU64;
-
 use crate::layout::{BLOCK_HEADER, LIVE, UNIT, data_off};
 use crate::lock::Locked;
 use crate::mapping::Mapping;

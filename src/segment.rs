@@ -129,18 +129,14 @@ pub fn open(name: &str) -> Result<Mapping> {
         } else if info.size > 0 {
             // Too short for this layout's header: a store of an older layout (whose header
             // was smaller), or not a store at all.
-            let mut start = [0u8; 16];
-            let n = os::read_start(&fd, &mut start).map_err(|e| os_err("read", name, e))?;
-            let word = |at: usize, len: usize| {
-                let mut b = [0u8; 8];
-                b[..len].copy_from_slice(&start[at..at + len]);
-                u64::from_le_bytes(b)
-            };
             // (A half-made store of this layout is never short: its size is set first.)
-            if n == 16 && word(0, 8) == MAGIC {
+            let mut start = [0u8; 12];
+            let n = os::read_start(&fd, &mut start).map_err(|e| os_err("read", name, e))?;
+            let [magic @ .., v0, v1, v2, v3] = start;
+            if n == start.len() && u64::from_le_bytes(magic) == MAGIC {
                 return Err(Error::Incompatible {
                     name: name.to_owned(),
-                    found: word(8, 4) as u32,
+                    found: u32::from_le_bytes([v0, v1, v2, v3]),
                     expected: LAYOUT_VERSION,
                 });
             }

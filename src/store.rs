@@ -925,14 +925,16 @@ mod tests {
         s.check().unwrap();
     }
 
-    #[test]
-    fn a_reader_that_died_mid_read_does_not_hold_pages() {
-        let t = Temp::new("deadreader");
-        let s = &t.0;
-        let (empty, full) = fill(s);
-        // A process that died in the middle of a read, still listed in the attach table.
+    /// Lists a process that has exited, of pid namespace `ns`, in a free attach slot, with a
+    /// read in flight in lane `lane`: as a reader killed mid-read leaves it. Returns the slot's
+    /// index, the slot and the pid.
+    fn reader_gone_mid_read(
+        s: &Store,
+        ns: Option<u32>,
+        lane: usize,
+    ) -> (usize, &crate::layout::AttachSlot, u32) {
         let mut kid = std::process::Command::new("true").spawn().unwrap();
-        let dead = kid.id();
+        let pid = kid.id();
         kid.wait().unwrap();
         let h = s.inner.m.header();
         let (i, slot) = h
@@ -941,10 +943,21 @@ mod tests {
             .enumerate()
             .find(|(_, slot)| slot.pid() == 0)
             .unwrap();
-        h.lanes[i][0].reading.store(1, Relaxed);
+        h.lanes[i][lane].reading.store(1, Relaxed);
         slot.start.store(1, Relaxed);
+        slot.owner.store(attach::owner(pid, ns), Relaxed);
+        (i, slot, pid)
+    }
+
+    #[test]
+    fn a_reader_that_died_mid_read_does_not_hold_pages() {
+        let t = Temp::new("deadreader");
+        let s = &t.0;
+        let (empty, full) = fill(s);
+        // A process that died in the middle of a read, still listed in the attach table.
         let here = crate::os::pid_namespace().id;
-        slot.owner.store(attach::owner(dead, here), Relaxed);
+        let (i, slot, _) = reader_gone_mid_read(s, here, 0);
+        let h = s.inner.m.header();
         // The first removal that would give pages back finds the count, sees the process is
         // gone and prunes its slot.
         for i in 0..16u8 {
@@ -969,22 +982,10 @@ mod tests {
         let (_, full) = fill(s);
         // A process of another pid namespace (a container sharing /dev/shm) mid-read: its
         // pid names nothing here, or another process.
-        let mut kid = std::process::Command::new("true").spawn().unwrap();
-        let meaningless = kid.id();
-        kid.wait().unwrap();
-        let h = s.inner.m.header();
-        let (i, slot) = h
-            .attach
-            .iter()
-            .enumerate()
-            .find(|(_, slot)| slot.pid() == 0)
-            .unwrap();
-        h.lanes[i][3].reading.store(1, Relaxed);
-        slot.start.store(1, Relaxed);
         let here = crate::os::pid_namespace().id;
         let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
-        slot.owner
-            .store(attach::owner(meaningless, elsewhere), Relaxed);
+        let (i, slot, meaningless) = reader_gone_mid_read(s, elsewhere, 3);
+        let h = s.inner.m.header();
         for i in 0..16u8 {
             assert!(s.remove(&format!("big{i}")).unwrap());
         }

@@ -27,36 +27,29 @@ pub fn run(ctx: &mut Ctx) {
             secs,
             seed: ctx.seed,
         };
-        let one = fleet::run(&opened.fleet(), 1, task);
-        let two = fleet::run(&opened.fleet(), 2, task);
-        let misses = one.misses + two.misses;
-        ctx.check(misses == 0, || {
-            format!("W5 {}: {misses} gets missed in a filled store", s.label())
-        });
-        let label = s.label_workers();
-        ctx.report.add(ONE, OpsPerSec, label, one.ops_per_sec);
-        ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
-        ctx.report
-            .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
+        readers(ctx, s.label_workers(), &opened.fleet(), task);
         // shmstore again with the readers as threads of this process sharing one handle:
         // its threads count in read lanes of their own (WORKLOADS.md asks for processes;
         // threads are how many users will read).
         if let Opened::Shm(t, false) = &opened {
             progress("W5 shmstore, threads");
-            let fleet = Fleet::StoreThreads(t.store.clone());
-            let one = fleet::run(&fleet, 1, task);
-            let two = fleet::run(&fleet, 2, task);
-            let misses = one.misses + two.misses;
-            ctx.check(misses == 0, || {
-                format!("W5 shmstore, threads: {misses} gets missed in a filled store")
-            });
-            let label = THREADS;
-            ctx.report.add(ONE, OpsPerSec, label, one.ops_per_sec);
-            ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
-            ctx.report
-                .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
+            readers(ctx, THREADS, &Fleet::StoreThreads(t.store.clone()), task);
         }
     }
+}
+
+/// One reader, then two, of `fleet`'s system: their gets/s and the ratio, under `label`.
+fn readers(ctx: &mut Ctx, label: &str, fleet: &Fleet, task: Task) {
+    let one = fleet::run(fleet, 1, task);
+    let two = fleet::run(fleet, 2, task);
+    let misses = one.misses + two.misses;
+    ctx.check(misses == 0, || {
+        format!("W5 {label}: {misses} gets missed in a filled store")
+    });
+    ctx.report.add(ONE, OpsPerSec, label, one.ops_per_sec);
+    ctx.report.add(TWO, OpsPerSec, label, two.ops_per_sec);
+    ctx.report
+        .add(SCALE, Times, label, two.ops_per_sec / one.ops_per_sec);
 }
 
 /// The label of shmstore's readers as threads of one process.
