@@ -38,6 +38,13 @@ pub fn home(m: &Mapping, hash: u64) -> u64 {
     ((u128::from(hash << 31) * u128::from(m.geo().index_slots)) >> 64) as u64
 }
 
+/// Starts loading the cache line of `hash`'s home slot, where its probe will begin: called
+/// before taking the lock (or before a lock-free read's seqlock checks) so that the index
+/// miss, a DRAM access in a large store, overlaps with them instead of following them.
+pub fn prefetch_home(m: &Mapping, hash: u64) {
+    m.prefetch_slot(home(m, hash));
+}
+
 /// The slot after `i` in probe order (the table wraps around).
 pub fn after(m: &Mapping, i: u64) -> u64 {
     if i + 1 >= m.geo().index_slots {

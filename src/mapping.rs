@@ -113,24 +113,38 @@ impl Mapping {
     /// that their misses overlap instead of following one another. A hint only: it reads
     /// nothing into the program and cannot fault, whatever the range holds.
     pub fn prefetch(&self, off: u64, len: u64) {
+        let end = off.saturating_add(len).min(self.geo.arena_len);
+        let mut at = off / 64 * 64;
+        while at < end {
+            self.prefetch_at(self.geo.arena_off + at);
+            at += 64;
+        }
+    }
+
+    /// Asks the CPU to start loading index slot `i`'s cache line (wrapped into the table as
+    /// [`slot`](Mapping::slot) does), so that its miss overlaps with what precedes the probe
+    /// (taking the lock, the seqlock checks). A hint, as [`prefetch`](Mapping::prefetch).
+    pub fn prefetch_slot(&self, i: u64) {
+        let n = self.geo.index_slots;
+        let i = if i < n { i } else { i % n };
+        self.prefetch_at(self.geo.index_off + i * 8);
+    }
+
+    /// The prefetch of the cache line holding byte `at` of the mapping (`at` < its length).
+    fn prefetch_at(&self, at: u64) {
+        debug_assert!(at < self.geo.total_len);
         #[cfg(target_arch = "x86_64")]
-        {
-            let end = off.saturating_add(len).min(self.geo.arena_len);
-            let mut at = off / 64 * 64;
-            while at < end {
-                // SAFETY: `at` < arena_len, so the address lies inside the mapping; a
-                // prefetch neither reads into the program nor faults, whatever the page.
-                unsafe {
-                    let p = self.map.ptr().add((self.geo.arena_off + at) as usize);
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        p.cast_const().cast(),
-                    );
-                }
-                at += 64;
-            }
+        // SAFETY: callers pass an offset below the segment's length (an arena offset below
+        // arena_len, or a slot below index_slots), so the address lies inside the mapping; a
+        // prefetch neither reads into the program nor faults, whatever the page.
+        unsafe {
+            let p = self.map.ptr().add(at as usize);
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.cast_const().cast(),
+            );
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (off, len);
+        let _ = at;
     }
 
     /// Appends `len` arena bytes at byte offset `off` to `out`, without the lock: the bytes

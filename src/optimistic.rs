@@ -80,6 +80,7 @@ impl Drop for InFlight<'_> {
 /// each attempt in flight in `reading` (this thread's read lane in its process's slot).
 pub fn read(m: &Mapping, reading: &AtomicU64, key: &[u8], hash: u64, copy: bool) -> Outcome {
     let h = m.header();
+    index::prefetch_home(m, hash);
     for attempt in 0..ATTEMPTS {
         let in_flight = InFlight::start(reading);
         let before = h.seqlock.load(SeqCst);

@@ -419,9 +419,12 @@ impl Store {
             .memory
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
+        // Hashed before the lock (the seed never changes): the home slot's miss overlaps
+        // with taking it.
+        let hash = index::hash(&self.inner.m, key.as_bytes());
+        index::prefetch_home(&self.inner.m, hash);
         let (stored, freed, lost_old) = self.locked(|l| {
             let h = l.header();
-            let hash = index::hash(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
             let mut freed = 0u64;
             // Set once the object under this key was removed to make room for its successor.
@@ -647,10 +650,11 @@ impl Store {
     /// Removes `key`; `Ok(false)` if it was not there.
     pub fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
+        let hash = index::hash(&self.inner.m, key.as_bytes());
+        index::prefetch_home(&self.inner.m, hash);
         let freed = self.locked(|l| {
             l.begin_write();
-            let Some(found) = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?
-            else {
+            let Some(found) = index::find(l, key.as_bytes(), hash)? else {
                 return Ok(None);
             };
             let freed = unlink_entry(l, found)?;
