@@ -50,7 +50,8 @@ pub struct Stats {
     pub resets: u64,
     /// Pid holding the lock right now (0: free).
     pub lock_owner: u32,
-    /// For how long the current holder has held the lock, in nanoseconds (0: free).
+    /// For how long the current holder has held the lock, in nanoseconds (0: free), to the
+    /// resolution of the kernel's coarse clock (a scheduler tick, 1-4 ms).
     pub lock_held_ns: u64,
     /// Pids of the live processes that have the store open, one entry per open handle.
     pub processes: Vec<u32>,
@@ -93,7 +94,7 @@ impl Stats {
             lock_held_ns: if lock_owner == 0 {
                 0
             } else {
-                crate::os::monotonic_ns().saturating_sub(h.lock_since_ns.load(Relaxed))
+                crate::os::coarse_monotonic_ns().saturating_sub(h.lock_since_ns.load(Relaxed))
             },
             processes: crate::attach::live(m),
             creator_pid: h.creator_pid.load(Relaxed),
