@@ -182,12 +182,12 @@ pub fn find_unit(m: &Mapping, hash: u64, unit: u32) -> Option<Found> {
 
 /// Adds an entry for a key known to be absent. Fails only if the table has no free slot,
 /// which the store prevents by keeping live entries under `max_live`.
-pub fn insert(m: &Mapping, hash: u64, unit: u32) -> Result<(), Corruption> {
+pub fn insert(m: &Locked, hash: u64, unit: u32) -> Result<(), Corruption> {
     insert_marked(m, hash, unit, false)
 }
 
 /// [`insert`], with the CLOCK bit given.
-fn insert_marked(m: &Mapping, hash: u64, unit: u32, referenced: bool) -> Result<(), Corruption> {
+fn insert_marked(m: &Locked, hash: u64, unit: u32, referenced: bool) -> Result<(), Corruption> {
     let h = m.header();
     let slots = m.geo().index_slots;
     let mut i = home(m, hash);
@@ -225,7 +225,7 @@ pub fn move_entry(m: &Mapping, found: Found, hash: u64, unit: u32) {
 }
 
 /// Removes an entry.
-pub fn remove(m: &Mapping, found: Found) {
+pub fn remove(m: &Locked, found: Found) {
     let h = m.header();
     let next = m.slot(after(m, found.slot)).load(Relaxed);
     if next == EMPTY {
@@ -260,7 +260,7 @@ pub fn crowded(m: &Mapping) -> bool {
 
 /// Re-inserts every live entry, given as (hash, unit, referenced), into an empty table.
 pub fn rebuild(
-    m: &Mapping,
+    m: &Locked,
     entries: impl Iterator<Item = (u64, u32, bool)>,
 ) -> Result<(), Corruption> {
     clear(m);

@@ -9,7 +9,8 @@
 //!
 //! The fast path is one `trylock`; when it fails, a few more with a short exponential
 //! back-off (a few microseconds in all), then `pthread_mutex_clocklock(CLOCK_MONOTONIC)`
-//! waits in the kernel, immune to wall-clock jumps; the clock is read only then. A [`Locked`]
+//! waits in the kernel, immune to wall-clock jumps; the fine clock is read only then (each
+//! acquisition stamps `lock_since_ns` from the coarse one). A [`Locked`]
 //! guard proves the lock is held; it is the only way to borrow arena bytes, and dropping it
 //! unlocks. A holder that changes anything first calls [`Locked::begin_write`], which makes
 //! the header's seqlock word odd; the guard makes it even again (and new) before unlocking,

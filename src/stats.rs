@@ -51,7 +51,7 @@ pub struct Stats {
     /// Pid holding the lock right now (0: free).
     pub lock_owner: u32,
     /// For how long the current holder has held the lock, in nanoseconds (0: free), to the
-    /// resolution of the kernel's coarse clock (a scheduler tick, 1-4 ms).
+    /// resolution of the kernel's coarse clock (one scheduler tick, 1-10 ms).
     pub lock_held_ns: u64,
     /// Pids of the live processes that have the store open, one entry per open handle.
     pub processes: Vec<u32>,
