@@ -21,7 +21,7 @@ use crate::arena::{self, Region};
 use crate::error::{Corruption, corrupt};
 use crate::index;
 use crate::layout::{BLOCK_HEADER, FREE, LIVE, SLIDING, UNIT, block_units, data_off};
-use crate::lock::{Locked, add_held, sub_held};
+use crate::lock::Locked;
 use crate::lru;
 
 /// Moves at most this many blocks for one allocation.
@@ -96,10 +96,10 @@ fn relocate(l: &Locked, unit: u32, avoid: Region) -> Result<bool, Corruption> {
     let (old_size, new_size) = (b.size.load(Relaxed) as u64, d.size.load(Relaxed) as u64);
     b.state.store(FREE, Release);
     fault!();
-    add_held(&h.used_bytes, new_size * UNIT);
-    sub_held(&h.used_bytes, old_size * UNIT);
+    l.add_held(&h.used_bytes, new_size * UNIT);
+    l.sub_held(&h.used_bytes, old_size * UNIT);
     arena::free(l, unit)?;
-    add_held(&h.moves, 1);
+    l.add_held(&h.moves, 1);
     Ok(true)
 }
 
@@ -185,7 +185,7 @@ fn slide(l: &Locked, free: u32, live: u32) -> Result<bool, Corruption> {
     lru::relink(l, free)?;
     fault!();
     arena::free(l, free + s)?;
-    add_held(&l.header().moves, 1);
+    l.add_held(&l.header().moves, 1);
     Ok(true)
 }
 

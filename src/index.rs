@@ -18,7 +18,7 @@ use siphasher::sip::SipHasher13;
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{LIVE, data_off};
-use crate::lock::{Locked, add_held, sub_held};
+use crate::lock::Locked;
 use crate::mapping::Mapping;
 
 pub const EMPTY: u64 = 0;
@@ -198,9 +198,9 @@ fn insert_marked(m: &Locked, hash: u64, unit: u32, referenced: bool) -> Result<(
             let bit = if referenced { REFERENCED } else { 0 };
             slot.store(pack(hash, unit) | bit, Relaxed);
             fault!();
-            add_held(&h.index_live, 1);
+            m.add_held(&h.index_live, 1);
             if s == TOMBSTONE {
-                sub_held(&h.index_tombstones, 1);
+                m.sub_held(&h.index_tombstones, 1);
             }
             return Ok(());
         }
@@ -234,9 +234,9 @@ pub fn remove(m: &Locked, found: Found) {
     } else {
         m.slot(found.slot).store(TOMBSTONE, Relaxed);
         fault!();
-        add_held(&h.index_tombstones, 1);
+        m.add_held(&h.index_tombstones, 1);
     }
-    sub_held(&h.index_live, 1);
+    m.sub_held(&h.index_live, 1);
 }
 
 /// Empties the table.

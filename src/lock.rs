@@ -110,22 +110,24 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
     Ok((guard, acquired))
 }
 
-/// Adds `n` (wrapping) to a header word that only the lock's holder changes. A load and a
-/// store rather than a locked read-modify-write: the lock already excludes other writers,
-/// and on x86 a locked instruction also waits for every store before it to reach the cache
-/// (a put's block lines are cache misses). The caller holds the lock.
-pub fn add_held(word: &AtomicU64, n: u64) -> u64 {
-    let new = word.load(Relaxed).wrapping_add(n);
-    word.store(new, Relaxed);
-    new
-}
-
-/// Subtracts `n` (wrapping) from a word only the lock's holder changes; see [`add_held`].
-pub fn sub_held(word: &AtomicU64, n: u64) {
-    word.store(word.load(Relaxed).wrapping_sub(n), Relaxed);
-}
-
 impl Locked<'_> {
+    /// Adds `n` (wrapping) to a header word that only the lock's holder changes, and returns
+    /// the new value. A load and a store rather than a locked read-modify-write: the lock
+    /// (which `self` proves is held) already excludes other writers, and on x86 a locked
+    /// instruction also waits for every store before it to reach the cache (a put's block
+    /// lines are cache misses).
+    pub fn add_held(&self, word: &AtomicU64, n: u64) -> u64 {
+        let new = word.load(Relaxed).wrapping_add(n);
+        word.store(new, Relaxed);
+        new
+    }
+
+    /// Subtracts `n` (wrapping) from a word only the lock's holder changes; see
+    /// [`add_held`](Locked::add_held).
+    pub fn sub_held(&self, word: &AtomicU64, n: u64) {
+        word.store(word.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
     /// Announces a change to lock-free readers: makes the seqlock word odd until the guard is
     /// dropped. Call before the first store to anything a reader looks at. `fetch_or`, not
     /// an increment: a holder that died mid-change left the word odd, and it must stay odd

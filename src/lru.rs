@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::error::{Corruption, corrupt};
 use crate::index::{self, Found};
 use crate::layout::NIL;
-use crate::lock::{Locked, add_held};
+use crate::lock::Locked;
 use crate::mapping::Mapping;
 
 /// Links a live block in at the head.
@@ -128,7 +128,7 @@ pub fn victim(l: &Locked, skip: Option<u32>) -> Result<Option<Found>, Corruption
         index::clear_referenced(l, entry);
         fault!();
         // Wrapping: a scribbled clock must not panic (check() then reports the order).
-        let stamp = add_held(&h.clock, 1);
+        let stamp = l.add_held(&h.clock, 1);
         l.block(cand)?.stamp.store(stamp, Relaxed);
         touch(l, cand)?;
         fault!();

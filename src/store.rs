@@ -12,7 +12,7 @@ use crate::codec::{Bincode, Codec};
 use crate::error::{Corruption, Error, Result};
 use crate::index::{self, Found};
 use crate::layout::{LIVE, NIL, UNIT, block_units, data_off};
-use crate::lock::{self, Acquired, LockError, Locked, add_held, sub_held};
+use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
 use crate::optimistic::{self, Outcome};
@@ -430,7 +430,7 @@ impl Store {
             // Set once the object under this key was removed to make room for its successor.
             let mut lost_old = false;
             let refuse = |freed| {
-                add_held(&h.refused_puts, 1);
+                l.add_held(&h.refused_puts, 1);
                 Ok((false, freed, false))
             };
             // The refusals that need no change come before the write begins: lock-free
@@ -512,14 +512,14 @@ impl Store {
             }
             lru::push_front(l, unit)?;
             fault!();
-            add_held(&h.objects, 1);
+            l.add_held(&h.objects, 1);
             // The block may be a little larger than asked for (a remainder too small to split).
-            add_held(
+            l.add_held(
                 &h.used_bytes,
                 l.block(unit)?.size.load(Relaxed) as u64 * UNIT,
             );
-            add_held(&h.value_bytes, value.len() as u64);
-            add_held(&h.puts, 1);
+            l.add_held(&h.value_bytes, value.len() as u64);
+            l.add_held(&h.puts, 1);
             if index::crowded(l) {
                 rebuild_index(l)?;
             }
@@ -544,7 +544,7 @@ impl Store {
     /// Evicts the entry `found` (as `lru::victim` chose it); returns the bytes freed.
     fn evict(&self, l: &Locked, found: Found) -> Result<u64, Corruption> {
         let bytes = unlink_entry(l, found)?;
-        add_held(&l.header().evictions, 1);
+        l.add_held(&l.header().evictions, 1);
         Ok(bytes)
     }
 
@@ -660,7 +660,7 @@ impl Store {
                 return Ok(None);
             };
             let freed = unlink_entry(l, found)?;
-            add_held(&l.header().removes, 1);
+            l.add_held(&l.header().removes, 1);
             Ok(Some(freed))
         })?;
         if let Some(bytes) = freed {
@@ -724,9 +724,9 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     let b = l.block(unit)?;
     b.key_len.store(key.len() as u32, Relaxed);
     b.val_len.store(value.len() as u64, Relaxed);
-    b.seq.store(add_held(&h.seq, 1), Relaxed);
+    b.seq.store(l.add_held(&h.seq, 1), Relaxed);
     fault!();
-    b.stamp.store(add_held(&h.clock, 1), Relaxed);
+    b.stamp.store(l.add_held(&h.clock, 1), Relaxed);
     let off = data_off(unit);
     l.write(off, key)?;
     fault!();
@@ -757,9 +757,9 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     fault!();
     // Counted free before the allocator sees it: it decides from `used_bytes` whether to
     // give pages back.
-    sub_held(&h.objects, 1);
-    sub_held(&h.used_bytes, size);
-    sub_held(&h.value_bytes, val);
+    l.sub_held(&h.objects, 1);
+    l.sub_held(&h.used_bytes, size);
+    l.sub_held(&h.value_bytes, val);
     arena::free(l, unit)?;
     fault!();
     Ok(size)
