@@ -26,10 +26,47 @@ pub const TOMBSTONE: u64 = u64::MAX;
 
 /// The key's hash under the store's seed.
 pub fn hash(m: &Mapping, key: &[u8]) -> u64 {
+    hash_with(seed(m), key)
+}
+
+fn seed(m: &Mapping) -> [u64; 2] {
     let h = m.header();
-    let mut s = SipHasher13::new_with_keys(h.seed[0].load(Relaxed), h.seed[1].load(Relaxed));
+    [h.seed[0].load(Relaxed), h.seed[1].load(Relaxed)]
+}
+
+fn hash_with(seed: [u64; 2], key: &[u8]) -> u64 {
+    let mut s = SipHasher13::new_with_keys(seed[0], seed[1]);
     s.write(key);
     s.finish()
+}
+
+/// A key hashed before the lock is taken, its home slot's cache line already on its way (so
+/// that the index miss, a DRAM access in a large store, overlaps with taking the lock).
+#[derive(Debug, Clone, Copy)]
+pub struct Early {
+    hash: u64,
+    seed: [u64; 2],
+}
+
+impl Early {
+    pub fn new(m: &Mapping, key: &[u8]) -> Early {
+        let seed = seed(m);
+        let hash = hash_with(seed, key);
+        m.prefetch_slot(home(m, hash));
+        Early { hash, seed }
+    }
+
+    /// The hash to probe with under the lock: the early one, unless the seed changed in
+    /// between. Only create writes the seed, so that takes a scribbled segment; the lock's
+    /// recovery may then have rebuilt the index under the new seed, and every hash under
+    /// the lock must agree with the header, as [`hash`] does.
+    pub fn under(self, l: &Locked, key: &[u8]) -> u64 {
+        if seed(l) == self.seed {
+            self.hash
+        } else {
+            hash(l, key)
+        }
+    }
 }
 
 /// The slot a probe for `hash` starts at: the hash's low 33 bits (the tag is its top 31)
@@ -39,8 +76,8 @@ pub fn home(m: &Mapping, hash: u64) -> u64 {
 }
 
 /// Starts loading the cache line of `hash`'s home slot, where its probe will begin: called
-/// before taking the lock (or before a lock-free read's seqlock checks) so that the index
-/// miss, a DRAM access in a large store, overlaps with them instead of following them.
+/// before a lock-free read's seqlock checks so that the index miss, a DRAM access in a large
+/// store, overlaps with them instead of following them (see also [`Early`]).
 pub fn prefetch_home(m: &Mapping, hash: u64) {
     m.prefetch_slot(home(m, hash));
 }

@@ -419,12 +419,10 @@ impl Store {
             .memory
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
-        // Hashed before the lock (the seed never changes): the home slot's miss overlaps
-        // with taking it.
-        let hash = index::hash(&self.inner.m, key.as_bytes());
-        index::prefetch_home(&self.inner.m, hash);
+        let early = index::Early::new(&self.inner.m, key.as_bytes());
         let (stored, freed, lost_old) = self.locked(|l| {
             let h = l.header();
+            let hash = early.under(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
             let mut freed = 0u64;
             // Set once the object under this key was removed to make room for its successor.
@@ -652,10 +650,10 @@ impl Store {
     /// Removes `key`; `Ok(false)` if it was not there.
     pub fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        let hash = index::hash(&self.inner.m, key.as_bytes());
-        index::prefetch_home(&self.inner.m, hash);
+        let early = index::Early::new(&self.inner.m, key.as_bytes());
         let freed = self.locked(|l| {
             l.begin_write();
+            let hash = early.under(l, key.as_bytes());
             let Some(found) = index::find(l, key.as_bytes(), hash)? else {
                 return Ok(None);
             };
@@ -827,6 +825,22 @@ mod tests {
             assert!(s.put_bytes(&format!("big{i}"), &vec![i; 1 << 20]).unwrap());
         }
         (empty, memory(s))
+    }
+
+    #[test]
+    fn a_key_hashed_before_the_lock_is_hashed_again_if_the_seed_changed_meanwhile() {
+        let t = Temp::new("reseed");
+        let s = &t.0;
+        let m = &s.inner.m;
+        let early = index::Early::new(m, b"k");
+        let kept = s.locked(|l| Ok(early.under(l, b"k"))).unwrap();
+        assert_eq!(kept, index::hash(m, b"k"));
+        // As if the segment were scribbled between the hash and the lock.
+        let h = m.header();
+        h.seed[0].store(h.seed[0].load(Relaxed) ^ 1, Relaxed);
+        let again = s.locked(|l| Ok(early.under(l, b"k"))).unwrap();
+        assert_eq!(again, index::hash(m, b"k"));
+        assert_ne!(again, kept);
     }
 
     #[test]
