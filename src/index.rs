@@ -52,7 +52,7 @@ impl Early {
     pub fn new(m: &Mapping, key: &[u8]) -> Early {
         let seed = seed(m);
         let hash = hash_with(seed, key);
-        m.prefetch_slot(home(m, hash));
+        prefetch_home(m, hash);
         Early { hash, seed }
     }
 

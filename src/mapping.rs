@@ -50,11 +50,10 @@ impl Mapping {
     /// Index slot `i` (callers stay below `index_slots`; anything else is wrapped into the
     /// table, so it can never leave the index).
     pub fn slot(&self, i: u64) -> &AtomicU64 {
-        let n = self.geo.index_slots;
-        let i = if i < n { i } else { i % n };
-        let off = self.geo.index_off + i * 8;
-        // SAFETY: i < index_slots, and the geometry check put index_off + 8 * index_slots
-        // inside the mapping; the offset is 8-aligned (page aligned base, 8-byte slots).
+        let off = self.slot_off(i);
+        // SAFETY: `slot_off` wraps i below index_slots, and the geometry check put
+        // index_off + 8 * index_slots inside the mapping; the offset is 8-aligned (page
+        // aligned base, 8-byte slots).
         unsafe { &*self.map.ptr().add(off as usize).cast::<AtomicU64>() }
     }
 
@@ -125,9 +124,14 @@ impl Mapping {
     /// [`slot`](Mapping::slot) does), so that its miss overlaps with what precedes the probe
     /// (taking the lock, the seqlock checks). A hint, as [`prefetch`](Mapping::prefetch).
     pub fn prefetch_slot(&self, i: u64) {
+        self.prefetch_at(self.slot_off(i));
+    }
+
+    /// The mapping offset of index slot `i`, wrapped into the table.
+    fn slot_off(&self, i: u64) -> u64 {
         let n = self.geo.index_slots;
         let i = if i < n { i } else { i % n };
-        self.prefetch_at(self.geo.index_off + i * 8);
+        self.geo.index_off + i * 8
     }
 
     /// The prefetch of the cache line holding byte `at` of the mapping (`at` < its length).

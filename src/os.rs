@@ -258,9 +258,8 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// Nanoseconds on CLOCK_MONOTONIC_COARSE: the same clock as [`monotonic_ns`], read at the
-/// last scheduler tick (1-10 ms resolution) for a quarter of the cost (~8 ns against ~30 ns
-/// here), which is why every lock acquisition stamps its time with it.
+/// Nanoseconds on CLOCK_MONOTONIC_COARSE: the same clock as [`monotonic_ns`], as of the
+/// last scheduler tick (1-10 ms resolution), for about a quarter of its cost.
 pub fn coarse_monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }

@@ -200,7 +200,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
 }
 
 /// Makes the store empty (when the arena is beyond repair). Counted in `resets`.
-pub fn reset(m: &Mapping) {
+pub fn reset(m: &Locked) {
     let h = m.header();
     index::clear(m);
     arena::clear_free_lists(m);
@@ -215,7 +215,7 @@ pub fn reset(m: &Mapping) {
     h.objects.store(0, Relaxed);
     h.used_bytes.store(0, Relaxed);
     h.value_bytes.store(0, Relaxed);
-    h.resets.fetch_add(1, Relaxed);
+    m.add_held(&h.resets, 1);
 }
 
 /// What [`validate`] counted.

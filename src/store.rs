@@ -379,7 +379,7 @@ impl Store {
         if recovery::rebuild(l).is_err() {
             recovery::reset(l);
         }
-        h.recoveries.fetch_add(1, Relaxed);
+        l.add_held(&h.recoveries, 1);
         h.recovering.store(0, Relaxed);
         l.mark_consistent();
     }
