@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::peers::python as python_peer;
 use crate::peers::redis::{self as redis_peer, RedisServer};
 use crate::report::{Report, Unit};
 use crate::sizes::Sizes;
@@ -36,6 +37,8 @@ struct Output<'a> {
     seed: u64,
     sizes: Sizes,
     redis_version: Option<String>,
+    /// `mtbase`'s version, when the Python original was measured.
+    mtbase_version: Option<String>,
     figures: &'a [report::Figure],
     notes: &'a [String],
 }
@@ -115,7 +118,20 @@ fn main() {
     } else {
         None
     };
-    report.note("Python original (mt.base.object_store) not measured: see docs/performance.md");
+    let python = if args.selection.has(System::Python) {
+        match python_peer::find() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                eprintln!("skipping the Python original: {why}");
+                report.note(format!(
+                    "Python original (mt.base.object_store) skipped: {why}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let sizes = if args.smoke {
         Sizes::SMOKE
     } else {
@@ -125,6 +141,7 @@ fn main() {
         sizes,
         selection: args.selection.clone(),
         redis: redis.as_ref(),
+        python: python.as_ref(),
         report,
         seed: args.seed,
     };
@@ -160,6 +177,7 @@ fn main() {
         seed: args.seed,
         sizes,
         redis_version: redis.as_ref().map(|r| r.version.clone()),
+        mtbase_version: python.as_ref().map(|p| p.version.clone()),
         figures: &report.figures,
         notes: &report.notes,
     };

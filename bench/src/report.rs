@@ -177,10 +177,7 @@ impl Report {
                     Unit::OpsPerSec if r.median > 0.0 => format_ns(1e9 / r.median),
                     _ => String::new(),
                 };
-                let ratio = r
-                    .ratio_to_shmstore
-                    .map(|x| format!("{x:.2}x"))
-                    .unwrap_or_default();
+                let ratio = r.ratio_to_shmstore.map(format_ratio).unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "{:<fw$}  {:<sw$}  {:>9}  {:>9}  {:>9}  {:<5}  {:>8}  {:>11}",
@@ -196,6 +193,16 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// A ratio to shmstore's median: two decimals, or `1/N` below 0.01 (where two decimals would
+/// print 0.00x for the Python original's rows).
+fn format_ratio(x: f64) -> String {
+    if x > 0.0 && x < 0.01 {
+        format!("1/{:.0}", 1.0 / x)
+    } else {
+        format!("{x:.2}x")
     }
 }
 
@@ -227,5 +234,13 @@ mod tests {
         );
         assert_eq!(f.rows[1].ratio_to_shmstore, Some(0.25));
         assert!(r.table().contains("W1 get"));
+    }
+
+    #[test]
+    fn small_ratios_are_printed_as_fractions() {
+        assert_eq!(format_ratio(0.25), "0.25x");
+        assert_eq!(format_ratio(0.01), "0.01x");
+        assert_eq!(format_ratio(0.0004), "1/2500");
+        assert_eq!(format_ratio(3.0), "3.00x");
     }
 }

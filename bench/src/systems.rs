@@ -17,15 +17,19 @@ pub enum System {
     Map,
     Lmdb,
     Redis,
+    /// The Python original, `mt.base.object_store`: run by its own script
+    /// (`peers::python`), never through [`Opened`].
+    Python,
 }
 
 impl System {
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Shm,
         System::ShmTyped,
         System::Map,
         System::Lmdb,
         System::Redis,
+        System::Python,
     ];
 
     pub fn label(self) -> &'static str {
@@ -35,6 +39,7 @@ impl System {
             System::Map => "HashMap+Mutex",
             System::Lmdb => "LMDB (heed)",
             System::Redis => "Redis",
+            System::Python => "mt.base.object_store",
         }
     }
 
@@ -53,6 +58,7 @@ impl System {
             System::Map => "hashmap",
             System::Lmdb => "lmdb",
             System::Redis => "redis",
+            System::Python => "python",
         }
     }
 }
@@ -72,7 +78,8 @@ impl Selection {
         }
     }
 
-    /// A comma-separated list of `shmstore`, `typed`, `hashmap`, `lmdb`, `redis`, `limits`.
+    /// A comma-separated list of `shmstore`, `typed`, `hashmap`, `lmdb`, `redis`, `python`,
+    /// `limits`.
     pub fn parse(list: &str) -> Result<Selection, String> {
         let mut sel = Selection {
             systems: Vec::new(),
@@ -85,7 +92,7 @@ impl Selection {
                 sel.systems.push(*s);
             } else {
                 return Err(format!(
-                    "unknown system {word:?}; use shmstore, typed, hashmap, lmdb, redis, limits"
+                    "unknown system {word:?}; use shmstore, typed, hashmap, lmdb, redis, python, limits"
                 ));
             }
         }
@@ -132,6 +139,7 @@ impl<'r> Opened<'r> {
                 kv.flushall();
                 Opened::Redis(kv, server)
             }
+            System::Python => unreachable!("the Python original runs in its own script"),
         }
     }
 

@@ -3,5 +3,6 @@
 pub mod hashmap;
 pub mod limits;
 pub mod lmdb;
+pub mod python;
 pub mod redis;
 pub mod shm;

@@ -11,8 +11,9 @@ pub mod w6;
 
 use std::time::Instant;
 
+use crate::peers::python::Python;
 use crate::peers::redis::RedisServer;
-use crate::report::Report;
+use crate::report::{Report, Unit};
 use crate::sizes::Sizes;
 use crate::systems::{Selection, System};
 
@@ -25,19 +26,57 @@ pub struct Ctx<'a> {
     pub sizes: Sizes,
     pub selection: Selection,
     pub redis: Option<&'a RedisServer>,
+    /// The interpreter that runs the Python original, when it can import it.
+    pub python: Option<&'a Python>,
     pub report: Report,
     /// Seed of the current run: every system sees the same keys in the same order.
     pub seed: u64,
 }
 
 impl Ctx<'_> {
-    /// The selected systems among those `workload` supports (Redis only with a server).
+    /// The selected systems among those `workload` supports (Redis only with a server), but
+    /// not the Python original: [`python`](Ctx::python) runs that.
     pub fn systems(&self, supported: &[System]) -> Vec<System> {
         supported
             .iter()
             .copied()
             .filter(|s| self.selection.has(*s) && (*s != System::Redis || self.redis.is_some()))
+            .filter(|s| *s != System::Python)
             .collect()
+    }
+
+    /// Runs `workload` once on the Python original, if it was selected and can be imported,
+    /// and adds one row per `(name in the script's output, figure)`, each scaled by `scale`
+    /// (1 for operations per second).
+    pub fn python(
+        &mut self,
+        workload: &str,
+        args: &[(&str, String)],
+        figures: &[(&str, &str)],
+        unit: Unit,
+        scale: f64,
+    ) {
+        let Some(py) = self.python else { return };
+        progress(&format!(
+            "{} {}",
+            workload.to_uppercase(),
+            System::Python.label()
+        ));
+        match py.run(workload, args) {
+            Ok(rates) => {
+                for (name, figure) in figures {
+                    match rates.get(*name) {
+                        Some(r) => self
+                            .report
+                            .add(figure, unit, System::Python.label(), r * scale),
+                        None => self.check(false, || {
+                            format!("the Python {workload} run did not report {name}")
+                        }),
+                    }
+                }
+            }
+            Err(e) => self.check(false, || e),
+        }
     }
 
     /// Records an anomaly (it appears under the table) instead of aborting the whole run.

@@ -13,6 +13,20 @@ pub const SYSTEMS: [System; 4] = [System::Shm, System::Map, System::Lmdb, System
 
 pub fn run(ctx: &mut Ctx) {
     mix(ctx, "W3", 2);
+    let args = [
+        ("--keys", ctx.sizes.mix_keys.to_string()),
+        ("--len", ctx.sizes.mix_len.to_string()),
+        ("--secs", ctx.sizes.mix_secs.to_string()),
+        ("--workers", "2".to_owned()),
+        ("--seed", ctx.seed.to_string()),
+    ];
+    ctx.python(
+        "w3",
+        &args,
+        &[("total", "W3 2 workers, total")],
+        OpsPerSec,
+        1.0,
+    );
 }
 
 /// `workers` workers (processes; threads for the in-process map) running W3's mix. Shared
