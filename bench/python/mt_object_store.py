@@ -48,18 +48,28 @@ def expect(ok, what):
         raise SystemExit(f"mt.base.object_store: {what}")
 
 
+class Checked:
+    """A fresh store, the keys in a random order (the seed's), and a record of wrong answers."""
+
+    def __init__(self, args):
+        self.store = object_store.create(min_free_mem_pct=0.0)
+        self.order = list(range(args.keys))
+        random.Random(args.seed).shuffle(self.order)
+        self.ok = True
+
+    def check(self, cond):
+        self.ok &= bool(cond)
+
+    def done(self, workload):
+        expect(self.ok, f"a {workload} operation gave a wrong answer")
+
+
 def w1(args):
     n, val = args.keys, value(args.len, 7)
-    order = list(range(n))
-    random.Random(args.seed).shuffle(order)
-    store = object_store.create(min_free_mem_pct=0.0)
+    c = Checked(args)
+    store, order, check = c.store, c.order, c.check
     present = [key(i) for i in range(n)]
     absent = [key(n + i) for i in range(n)]
-    ok = [True]
-
-    def check(cond):
-        ok[0] &= bool(cond)
-
     out = {
         "put": rate(n, lambda i: check(object_store.put(store, present[i], val))),
         "get": rate(n, lambda i: check(object_store.get(store, present[order[i]]) == val)),
@@ -67,7 +77,7 @@ def w1(args):
         "has": rate(n, lambda i: check(object_store.has(store, present[order[i]]))),
         "remove": rate(n, lambda i: check(object_store.remove(store, present[order[i]]))),
     }
-    expect(ok[0], "a W1 operation gave a wrong answer")
+    c.done("W1")
     expect(object_store.count(store) == 0, "W1 left objects behind")
     return out
 
@@ -75,21 +85,15 @@ def w1(args):
 def w2(args):
     n = args.keys
     first, second = value(args.len, 1), value(args.len, 2)
-    order = list(range(n))
-    random.Random(args.seed).shuffle(order)
-    store = object_store.create(min_free_mem_pct=0.0)
+    c = Checked(args)
+    store, order, check = c.store, c.order, c.check
     names = [key(i) for i in range(n)]
-    ok = [True]
-
-    def check(cond):
-        ok[0] &= bool(cond)
-
     out = {
         "put": rate(n, lambda i: check(object_store.put(store, names[i], first))),
         "get": rate(n, lambda i: check(object_store.get(store, names[order[i]]) == first)),
         "over": rate(n, lambda i: check(object_store.put(store, names[order[i]], second))),
     }
-    expect(ok[0], "a W2 operation gave a wrong answer")
+    c.done("W2")
     return out
 
 
