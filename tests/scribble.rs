@@ -1051,11 +1051,41 @@ fn scribbled_case_within(
     let ts = new_store();
     fill(&ts, seed);
     let layout = Layout::read(&ts.name);
-    let scribbles = choose(&layout);
+    let mut scribbles = choose(&layout);
     apply(&ts.name, &scribbles);
+    if let Some(bound) = bound_lock_timeout(&ts.name) {
+        apply(&ts.name, std::slice::from_ref(&bound));
+        scribbles.push(bound);
+    }
     // From here on this process does not touch the store (only drops its handle), so a
     // crash can only happen in the child.
     run_child(&ts.name, seed, expect, &scribbles, watchdog)
+}
+
+/// Longest lock timeout a case's child runs with: it gives up after [`MAX_TIMEOUTS`] waits
+/// for a lock that looks held, which must fit well inside the watchdog.
+const MAX_CASE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A scribble that brings the segment's lock timeout back to [`LOCK_TIMEOUT`] when the
+/// scribbles left it valid but longer than [`MAX_CASE_LOCK_TIMEOUT`]. Up to an hour is a
+/// valid timeout (open rejects more, and zero), and a waiter honours it in full when the
+/// scribbles also make the mutex look held (by a thread that is not ours, or none): the
+/// child would then take up to three hours, as designed, which is not a hang but cannot be
+/// waited for here. The timeouts open rejects are left for it to reject.
+fn bound_lock_timeout(name: &str) -> Option<Applied> {
+    let header = std::fs::read(segment_path(name)).expect("read the segment file");
+    let ns = u64_at(&header, hdr::LOCK_TIMEOUT_NS);
+    let valid = ns > 0 && ns <= 3600 * 1_000_000_000;
+    (valid && ns > MAX_CASE_LOCK_TIMEOUT.as_nanos() as u64).then(|| {
+        put_u64(
+            hdr::LOCK_TIMEOUT_NS,
+            LOCK_TIMEOUT.as_nanos() as u64,
+            &format!(
+                "lock_timeout_ns back to {LOCK_TIMEOUT:?} (scribbled to a valid {:.0} s)",
+                ns as f64 / 1e9
+            ),
+        )
+    })
 }
 
 /// An empty store for a case. Its hash seed (random per store) is fixed while it is empty, so
