@@ -4,8 +4,12 @@
 //! in the interpreter and prints operations per second as one JSON object.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The environment variable naming the interpreter (`python3` on the PATH otherwise).
 pub const PYTHON_VAR: &str = "SHMSTORE_BENCH_PYTHON";
@@ -29,8 +33,10 @@ pub fn find() -> Result<Python, String> {
         .output()
         .map_err(|e| format!("cannot run {interpreter} ({e}); set {PYTHON_VAR} to a Python 3"))?;
     if !probe.status.success() {
+        let stderr = String::from_utf8_lossy(&probe.stderr);
+        let why = stderr.lines().last().unwrap_or("no message");
         return Err(format!(
-            "{interpreter} cannot import mt.base.object_store; install it with \
+            "{interpreter} cannot import mt.base.object_store ({why}); install it with \
              `pip install mtbase` (or set {PYTHON_VAR} to an interpreter that has it)"
         ));
     }
@@ -49,48 +55,106 @@ impl Python {
     /// Runs `workload` (`w1`, `w2` or `w3`) once with `args` (`--keys`, `--len`, ...): the
     /// rates it printed, by name, or what went wrong.
     pub fn run(&self, workload: &str, args: &[(&str, String)]) -> Result<Rates, String> {
-        run_script(&self.interpreter, &[], workload, args)
+        run_script(&self.interpreter, &[], workload, args, DEADLINE)
     }
 }
 
 /// Operations per second, by the script's names for them ("put", "get", ...).
 pub type Rates = BTreeMap<String, f64>;
 
-/// Runs the script in `interpreter` with `env` added to the environment.
+/// Longest a run of the script may take (W1 on 2,000 keys or W3 on 10,000 take seconds).
+pub const DEADLINE: Duration = Duration::from_secs(600);
+
+/// Runs the script in `interpreter` with `env` added to the environment, in a process group
+/// of its own that is killed (the manager process and any worker with it) if the run takes
+/// over `deadline`.
 pub fn run_script(
     interpreter: &str,
-    env: &[(&str, &std::path::Path)],
+    env: &[(&str, &Path)],
     workload: &str,
     args: &[(&str, String)],
+    deadline: Duration,
 ) -> Result<Rates, String> {
     let mut cmd = Command::new(interpreter);
-    cmd.arg(script()).arg(workload).stdin(Stdio::null());
+    cmd.arg(script()).arg(workload);
     for (flag, value) in args {
         cmd.arg(flag).arg(value);
     }
     for (name, value) in env {
         cmd.env(name, value);
     }
-    let out = cmd
-        .output()
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("running {interpreter}: {e}"))?;
-    if !out.status.success() {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => break None,
+        }
+    };
+    // Whatever the script left running (a manager, a worker) goes too: that also closes the
+    // pipes the readers wait on.
+    kill_group(child.id());
+    let _ = child.wait();
+    let (stdout, stderr) = (joined(stdout), joined(stderr));
+    let Some(status) = status else {
         return Err(format!(
-            "the Python {workload} run failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "the Python {workload} run took over {deadline:?}: killed; {}",
+            stderr.trim()
+        ));
+    };
+    if !status.success() {
+        return Err(format!(
+            "the Python {workload} run failed ({status}): {}",
+            stderr.trim()
         ));
     }
-    let rates: Rates = serde_json::from_slice(&out.stdout).map_err(|e| {
+    let rates: Rates = serde_json::from_str(&stdout).map_err(|e| {
         format!(
             "the Python {workload} run printed no JSON object of rates ({e}): {}",
-            String::from_utf8_lossy(&out.stdout).trim()
+            stdout.trim()
         )
     })?;
     match rates.iter().find(|(_, r)| !(r.is_finite() && **r > 0.0)) {
         Some((name, r)) => Err(format!("the Python {workload} run gave {name} = {r}")),
         None => Ok(rates),
     }
+}
+
+/// A thread reading `pipe` to its end.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
+fn joined(reader: JoinHandle<String>) -> String {
+    reader.join().unwrap_or_default()
+}
+
+/// SIGKILL to the process group `pgid` (a script run's: its leader's pid).
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory
+    // of this process. The group is the script's own (`process_group(0)` at spawn), and its
+    // leader is not reaped yet, so the id cannot have been reused.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
 #[cfg(test)]
@@ -104,8 +168,9 @@ mod tests {
     use super::*;
 
     const STAND_IN: &str = r#"
-import multiprocessing
+import multiprocessing, os, time
 _manager = None
+_creator = os.getpid()
 def create(min_free_mem_pct=0.2, put_policy="rotate"):
     global _manager
     if _manager is None:
@@ -124,25 +189,52 @@ def count(store):
     return len(store)
 "#;
 
+    /// How the stand-in misbehaves, if it does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fault {
+        None,
+        /// `has` says no to every key.
+        WrongAnswers,
+        /// `put` raises in any process but the one that created the store (W3's workers),
+        /// as the original's does when its lock times out.
+        WorkersRaise,
+        /// `create` never returns.
+        Stuck,
+    }
+
     /// A directory holding the stand-in package, removed on drop.
     struct StandIn(PathBuf);
 
     impl StandIn {
-        fn new(answers_wrong: bool) -> StandIn {
+        fn new(fault: Fault) -> StandIn {
             let dir = std::env::temp_dir().join(format!(
-                "shmstore-bench-py-{}-{answers_wrong}",
+                "shmstore-bench-py-{}-{fault:?}",
                 std::process::id()
             ));
             let base = dir.join("mt/base");
             std::fs::create_dir_all(&base).unwrap();
             std::fs::write(dir.join("mt/__init__.py"), "").unwrap();
             std::fs::write(base.join("__init__.py"), "").unwrap();
-            let mut module = STAND_IN.to_owned();
-            if answers_wrong {
-                module = module.replace("return key in store", "return False");
-            }
+            let module = match fault {
+                Fault::None => STAND_IN.to_owned(),
+                Fault::WrongAnswers => STAND_IN.replace("return key in store", "return False"),
+                Fault::WorkersRaise => STAND_IN.replace(
+                    "    store[key] = value\n",
+                    "    if os.getpid() != _creator:\n        raise TimeoutError('lock')\n    store[key] = value\n",
+                ),
+                Fault::Stuck => STAND_IN.replace("    global _manager\n", "    time.sleep(3600)\n"),
+            };
+            assert!(
+                fault == Fault::None || module != STAND_IN,
+                "{fault:?} changed nothing"
+            );
             std::fs::write(base.join("object_store.py"), module).unwrap();
             StandIn(dir)
+        }
+
+        fn run(&self, py: &str, workload: &str, args: &[(&str, String)]) -> Result<Rates, String> {
+            let env = [("PYTHONPATH", self.0.as_path())];
+            run_script(py, &env, workload, args, Duration::from_secs(60))
         }
     }
 
@@ -175,14 +267,16 @@ def count(store):
     #[test]
     fn the_script_runs_every_workload_and_reports_each_figure() {
         let Some(py) = python3() else { return };
-        let dir = StandIn::new(false);
-        let env = [("PYTHONPATH", dir.0.as_path())];
+        let stand_in = StandIn::new(Fault::None);
         for (workload, names) in [
             ("w1", &["get", "has", "miss", "put", "remove"][..]),
             ("w2", &["get", "over", "put"][..]),
             ("w3", &["total"][..]),
+            ("w5", &["one", "scale", "two"][..]),
+            ("w6", &["total"][..]),
         ] {
-            let rates = run_script(&py, &env, workload, &args(50, 64))
+            let rates = stand_in
+                .run(&py, workload, &args(50, 64))
                 .unwrap_or_else(|e| panic!("{workload}: {e}"));
             assert_eq!(rates.keys().collect::<Vec<_>>(), names, "{workload}");
         }
@@ -191,9 +285,32 @@ def count(store):
     #[test]
     fn the_script_fails_when_the_store_answers_wrongly() {
         let Some(py) = python3() else { return };
-        let dir = StandIn::new(true);
-        let env = [("PYTHONPATH", dir.0.as_path())];
-        let err = run_script(&py, &env, "w1", &args(20, 8)).unwrap_err();
+        let err = StandIn::new(Fault::WrongAnswers)
+            .run(&py, "w1", &args(20, 8))
+            .unwrap_err();
         assert!(err.contains("wrong answer"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_w3_worker_fails_the_run_instead_of_hanging_it() {
+        let Some(py) = python3() else { return };
+        let err = StandIn::new(Fault::WorkersRaise)
+            .run(&py, "w3", &args(20, 8))
+            .unwrap_err();
+        assert!(
+            err.contains("a W3 worker failed") && err.contains("TimeoutError"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_run_past_its_deadline_is_killed_with_its_processes() {
+        let Some(py) = python3() else { return };
+        let stand_in = StandIn::new(Fault::Stuck);
+        let env = [("PYTHONPATH", stand_in.0.as_path())];
+        // Returning at all shows the kill: the stand-in sleeps for an hour.
+        let err =
+            run_script(&py, &env, "w1", &args(20, 8), Duration::from_millis(1500)).unwrap_err();
+        assert!(err.contains("took over"), "{err}");
     }
 }

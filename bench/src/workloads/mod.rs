@@ -46,29 +46,32 @@ impl Ctx<'_> {
     }
 
     /// Runs `workload` once on the Python original, if it was selected and can be imported,
-    /// and adds one row per `(name in the script's output, figure)`, each scaled by `scale`
-    /// (1 for operations per second).
+    /// with `--keys`, `--len`, `--secs` and `--seed` from `keys`, `len`, this run and
+    /// `extra`; adds one row per `(name in the script's output, figure, unit)`, each value
+    /// multiplied by `scale` (1 but for W2's GB/s).
     pub fn python(
         &mut self,
         workload: &str,
-        args: &[(&str, String)],
-        figures: &[(&str, &str)],
-        unit: Unit,
+        (keys, len, secs): (usize, usize, f64),
+        extra: &[(&str, String)],
+        figures: &[(&str, &str, Unit)],
         scale: f64,
     ) {
         let Some(py) = self.python else { return };
-        progress(&format!(
-            "{} {}",
-            workload.to_uppercase(),
-            System::Python.label()
-        ));
-        match py.run(workload, args) {
+        let label = System::Python.label();
+        progress(&format!("{} {label}", workload.to_uppercase()));
+        let mut args = vec![
+            ("--keys", keys.to_string()),
+            ("--len", len.to_string()),
+            ("--secs", secs.to_string()),
+            ("--seed", self.seed.to_string()),
+        ];
+        args.extend(extra.iter().cloned());
+        match py.run(workload, &args) {
             Ok(rates) => {
-                for (name, figure) in figures {
+                for (name, figure, unit) in figures {
                     match rates.get(*name) {
-                        Some(r) => self
-                            .report
-                            .add(figure, unit, System::Python.label(), r * scale),
+                        Some(r) => self.report.add(figure, *unit, label, r * scale),
                         None => self.check(false, || {
                             format!("the Python {workload} run did not report {name}")
                         }),

@@ -86,25 +86,20 @@ pub fn run(ctx: &mut Ctx) {
         }
     }
     let py_keys = ctx.sizes.w1_python_keys.min(n);
-    let args = [
-        ("--keys", py_keys.to_string()),
-        ("--len", len.to_string()),
-        ("--seed", ctx.seed.to_string()),
-    ];
-    let figures = [
-        ("put", PUT),
-        ("get", GET),
-        ("miss", MISS),
-        ("has", HAS),
-        ("remove", REMOVE),
-    ];
     if ctx.python.is_some() {
         ctx.report.note(format!(
             "mt.base.object_store runs W1 on {py_keys} keys, not {n}: each call is a round trip \
              to its manager process whatever the number of keys"
         ));
     }
-    ctx.python("w1", &args, &figures, OpsPerSec, 1.0);
+    let figures = [
+        ("put", PUT, OpsPerSec),
+        ("get", GET, OpsPerSec),
+        ("miss", MISS, OpsPerSec),
+        ("has", HAS, OpsPerSec),
+        ("remove", REMOVE, OpsPerSec),
+    ];
+    ctx.python("w1", (py_keys, len, 0.0), &[], &figures, 1.0);
     if ctx.selection.limits {
         progress("W1 limits");
         let reps = (n * 10).max(1_000_000);

@@ -50,13 +50,12 @@ pub fn run(ctx: &mut Ctx) {
                 .add(OVER_FAULTS, PerMiB, s.label(), faults as f64 / mib);
         }
     }
-    let args = [
-        ("--keys", n.to_string()),
-        ("--len", len.to_string()),
-        ("--seed", ctx.seed.to_string()),
+    let figures = [
+        ("put", PUT, GbPerSec),
+        ("get", GET, GbPerSec),
+        ("over", OVER, GbPerSec),
     ];
-    let figures = [("put", PUT), ("get", GET), ("over", OVER)];
-    ctx.python("w2", &args, &figures, GbPerSec, len as f64 / 1e9);
+    ctx.python("w2", (n, len, 0.0), &[], &figures, len as f64 / 1e9);
     if ctx.selection.limits {
         progress("W2 limits");
         let reps = n.max(64);

@@ -13,24 +13,25 @@ pub const SYSTEMS: [System; 4] = [System::Shm, System::Map, System::Lmdb, System
 
 pub fn run(ctx: &mut Ctx) {
     mix(ctx, "W3", 2);
-    let args = [
-        ("--keys", ctx.sizes.mix_keys.to_string()),
-        ("--len", ctx.sizes.mix_len.to_string()),
-        ("--secs", ctx.sizes.mix_secs.to_string()),
-        ("--workers", "2".to_owned()),
-        ("--seed", ctx.seed.to_string()),
-    ];
+    python_mix(ctx, "W3", 2);
+    mix_limits(ctx, "W3", 2);
+}
+
+/// The Python original's row of W3's mix with `workers` processes (W3, W6).
+pub fn python_mix(ctx: &mut Ctx, id: &str, workers: usize) {
+    let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
+    let total = format!("{id} {workers} workers, total");
     ctx.python(
-        "w3",
-        &args,
-        &[("total", "W3 2 workers, total")],
-        OpsPerSec,
+        &id.to_lowercase(),
+        (n, len, secs),
+        &[("--workers", workers.to_string())],
+        &[("total", &total, OpsPerSec)],
         1.0,
     );
 }
 
 /// `workers` workers (processes; threads for the in-process map) running W3's mix. Shared
-/// with W6.
+/// with W6, as is [`mix_limits`].
 pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
     let ops = format!("{id} {workers} workers, total");
@@ -67,6 +68,13 @@ pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
             ctx.report.add(&p99, Nanos, s.label_workers(), p);
         }
     }
+}
+
+/// The machine-limit rows of W3's mix with `workers` threads (after the systems' rows).
+pub fn mix_limits(ctx: &mut Ctx, id: &str, workers: usize) {
+    let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
+    let ops = format!("{id} {workers} workers, total");
+    let p99 = format!("{id} {workers} workers, p99 (sampled)");
     if ctx.selection.limits {
         progress(&format!("{id} limits"));
         let label = format!("limit: {len} B copies, one Mutex, threads");

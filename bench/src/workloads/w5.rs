@@ -36,6 +36,12 @@ pub fn run(ctx: &mut Ctx) {
             readers(ctx, THREADS, &Fleet::StoreThreads(t.store.clone()), task);
         }
     }
+    let figures = [
+        ("one", ONE, OpsPerSec),
+        ("two", TWO, OpsPerSec),
+        ("scale", SCALE, Times),
+    ];
+    ctx.python("w5", (n, len, secs), &[], &figures, 1.0);
 }
 
 /// One reader, then two, of `fleet`'s system: their gets/s and the ratio, under `label`.

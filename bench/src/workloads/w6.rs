@@ -6,4 +6,6 @@ use super::Ctx;
 pub fn run(ctx: &mut Ctx) {
     let procs = ctx.sizes.w6_procs;
     super::w3::mix(ctx, "W6", procs);
+    super::w3::python_mix(ctx, "W6", procs);
+    super::w3::mix_limits(ctx, "W6", procs);
 }
