@@ -79,6 +79,8 @@ mod hdr {
     pub const SEED: u64 = 56;
     pub const LOCK_TIMEOUT_NS: u64 = 88;
     pub const MUTEX: u64 = 128;
+    /// Bytes of the `pthread_mutex_t` (glibc, 64-bit).
+    pub const MUTEX_LEN: u64 = 40;
     pub const TOP: u64 = 256;
     pub const COMMITTED: u64 = 264;
     pub const LRU_HEAD: u64 = 272;
@@ -1059,7 +1061,38 @@ fn scribbled_case_within(
     }
     // From here on this process does not touch the store (only drops its handle), so a
     // crash can only happen in the child.
-    run_child(&ts.name, seed, expect, &scribbles, watchdog)
+    let run = run_child(&ts.name, seed, expect, &scribbles, watchdog)?;
+    // The child is the store's only user and has one thread: with the mutex's bytes as the
+    // fill left them, a wait for the lock that times out means the child itself left it
+    // held (a guard leaked, or an unlock skipped), which giving up after a few timeouts
+    // must not hide.
+    let mutex = hdr::MUTEX..hdr::MUTEX + hdr::MUTEX_LEN;
+    let touched = scribbles
+        .iter()
+        .any(|s| s.off < mutex.end && s.off + s.bytes.len() as u64 > mutex.start);
+    match lock_timeouts(&run.output) {
+        Some(n) if n > 0 && !touched => {
+            let verdict =
+                format!("TIMED OUT on the lock {n} times, yet no scribble touched the mutex");
+            Err(Failure {
+                message: format!(
+                    "the child on a scribbled store {verdict} (a lock left held?)\n\
+                     scribbles (fill seed {seed}):\n{}\n---- child output (the end) ----\n{}",
+                    describe(seed, &scribbles),
+                    tail(&run.output, 12_000)
+                ),
+                signature: "lock timeouts with the mutex as the fill left it".to_owned(),
+            })
+        }
+        _ => Ok(run),
+    }
+}
+
+/// The lock timeouts the child counted, from its summary line.
+fn lock_timeouts(output: &str) -> Option<u32> {
+    let line = output.lines().find(|l| l.starts_with("child: "))?;
+    let before = line.split(" lock timeouts").next()?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 /// Longest lock timeout a case's child runs with: it gives up after [`MAX_TIMEOUTS`] waits
