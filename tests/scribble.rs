@@ -584,6 +584,10 @@ fn fill(store: &Store, seed: u64) -> BTreeMap<String, Obj> {
 struct Runner<'a> {
     store: &'a Store,
     timeouts: u32,
+    /// `Error::Reentrant`: the lock found held by this very thread. No operation of the
+    /// child runs inside another, so only a lock the child left held (or a scribbled mutex
+    /// naming its thread) gives one.
+    reentrant: u32,
     errors: u32,
     decode_errors: u32,
 }
@@ -593,6 +597,7 @@ impl<'a> Runner<'a> {
         Runner {
             store,
             timeouts: 0,
+            reentrant: 0,
             errors: 0,
             decode_errors: 0,
         }
@@ -617,8 +622,10 @@ impl<'a> Runner<'a> {
             Err(Error::Decode { .. }) => self.decode_errors += 1,
             Err(e) => {
                 self.errors += 1;
-                if matches!(e, Error::Timeout { .. }) {
-                    self.timeouts += 1;
+                match e {
+                    Error::Timeout { .. } => self.timeouts += 1,
+                    Error::Reentrant => self.reentrant += 1,
+                    _ => {}
                 }
                 println!("{what}: {e}");
             }
@@ -724,12 +731,10 @@ fn exercise(store: &Store, steps: &[Step]) -> Option<String> {
         r.go("remove after repair", |s| s.remove(k));
     }
     survey(&mut r);
+    let note = if r.gave_up() { " (gave up)" } else { "" };
     println!(
-        "child: {} errors, {} decode errors, {} lock timeouts{}",
-        r.errors,
-        r.decode_errors,
-        r.timeouts,
-        if r.gave_up() { " (gave up)" } else { "" }
+        "{}",
+        summary(r.errors, r.decode_errors, r.timeouts, r.reentrant, note)
     );
     unhealed
 }
@@ -899,6 +904,7 @@ fn scribble_child() {
         Err(e) => {
             assert!(expect.is_none(), "open: {e}");
             println!("open: {e}");
+            println!("{}", summary(0, 0, 0, 0, " (open failed)"));
             return;
         }
     };
@@ -908,8 +914,20 @@ fn scribble_child() {
                 println!("UNHEALED: check() failed right after repair() returned Ok: {e}");
             }
         }
-        Some(expect) => expect_repair(&store, &steps, &expect),
+        Some(expect) => {
+            expect_repair(&store, &steps, &expect);
+            // Any error there, a lock held included, fails an assertion.
+            println!("{}", summary(0, 0, 0, 0, " (expectations met)"));
+        }
     }
+}
+
+/// The child's last line, which the parent reads (`lock_held_counts`).
+fn summary(errors: u32, decode: u32, timeouts: u32, reentrant: u32, note: &str) -> String {
+    format!(
+        "child: {errors} errors, {decode} decode errors, {timeouts} lock timeouts, \
+         {reentrant} reentrant{note}"
+    )
 }
 
 // ---- the parent --------------------------------------------------------------------------------
@@ -1063,36 +1081,42 @@ fn scribbled_case_within(
     // crash can only happen in the child.
     let run = run_child(&ts.name, seed, expect, &scribbles, watchdog)?;
     // The child is the store's only user and has one thread: with the mutex's bytes as the
-    // fill left them, a wait for the lock that times out means the child itself left it
-    // held (a guard leaked, or an unlock skipped), which giving up after a few timeouts
-    // must not hide.
+    // fill left them, the lock can be found held only if the child itself left it held (a
+    // guard leaked, an unlock skipped), which shows as `Reentrant` (the mutex is
+    // error-checking) or, were the owner another thread, as timeouts; giving up after a few
+    // of those must not hide it.
     let mutex = hdr::MUTEX..hdr::MUTEX + hdr::MUTEX_LEN;
     let touched = scribbles
         .iter()
         .any(|s| s.off < mutex.end && s.off + s.bytes.len() as u64 > mutex.start);
-    match lock_timeouts(&run.output) {
-        Some(n) if n > 0 && !touched => {
-            let verdict =
-                format!("TIMED OUT on the lock {n} times, yet no scribble touched the mutex");
-            Err(Failure {
-                message: format!(
-                    "the child on a scribbled store {verdict} (a lock left held?)\n\
-                     scribbles (fill seed {seed}):\n{}\n---- child output (the end) ----\n{}",
-                    describe(seed, &scribbles),
-                    tail(&run.output, 12_000)
-                ),
-                signature: "lock timeouts with the mutex as the fill left it".to_owned(),
-            })
-        }
-        _ => Ok(run),
-    }
+    let verdict = match lock_held_counts(&run.output) {
+        None => "printed no summary line".to_owned(),
+        Some((timeouts, reentrant)) if (timeouts > 0 || reentrant > 0) && !touched => format!(
+            "found the lock held ({timeouts} timeouts, {reentrant} reentrant), yet no scribble \
+             touched the mutex (a lock left held?)"
+        ),
+        Some(_) => return Ok(run),
+    };
+    Err(Failure {
+        message: format!(
+            "the child on a scribbled store {verdict}\nscribbles (fill seed {seed}):\n{}\n\
+             ---- child output (the end) ----\n{}",
+            describe(seed, &scribbles),
+            tail(&run.output, 12_000)
+        ),
+        signature: format!("child {}", verdict.split(" (").next().unwrap_or("")),
+    })
 }
 
-/// The lock timeouts the child counted, from its summary line.
-fn lock_timeouts(output: &str) -> Option<u32> {
-    let line = output.lines().find(|l| l.starts_with("child: "))?;
-    let before = line.split(" lock timeouts").next()?;
-    before.rsplit(' ').next()?.parse().ok()
+/// The lock timeouts and `Reentrant` errors the child counted, from its summary line.
+fn lock_held_counts(output: &str) -> Option<(u32, u32)> {
+    // The libtest line of the child's test may come first on the same line.
+    let line = output
+        .lines()
+        .find_map(|l| l.split_once("child: ").map(|(_, rest)| rest))?;
+    let count =
+        |what: &str| -> Option<u32> { line.split(what).next()?.rsplit(' ').next()?.parse().ok() };
+    Some((count(" lock timeouts")?, count(" reentrant")?))
 }
 
 /// Longest lock timeout a case's child runs with: it gives up after [`MAX_TIMEOUTS`] waits

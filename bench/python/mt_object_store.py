@@ -123,8 +123,10 @@ def fleet(what, target, store, workers, args):
     own running time (forks and joins not included, as the harness does for the others)."""
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
+    # All start their clocks together, as the harness's workers do.
+    start = ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=target, args=(store, args, args.seed + w, results))
+        ctx.Process(target=target, args=(store, args, args.seed + w, start, results))
         for w in range(workers)
     ]
     for p in procs:
@@ -153,12 +155,14 @@ def worker(body):
     runs it for `secs` and always reports (ops, misses, its own running time, the error if
     it failed), so that the parent never waits for a worker that died."""
 
-    def run(store, args, seed, results):
+    def run(store, args, seed, barrier, results):
         rng = random.Random(seed)
         ops = misses = 0
         error = None
         start = time.perf_counter()
         try:
+            barrier.wait(timeout=60)
+            start = time.perf_counter()
             deadline = start + args.secs
             while time.perf_counter() < deadline:
                 for _ in range(16):
@@ -189,7 +193,8 @@ def read_op(store, args, rng):
 def w3(args):
     """W3 (and W6, with more workers): the mix on a filled store."""
     store = fill(args, 3)
-    return {"total": fleet("W3", worker(mix_op), store, args.workers, args)}
+    what = args.workload.upper()
+    return {"total": fleet(what, worker(mix_op), store, args.workers, args)}
 
 
 def w5(args):

@@ -1,14 +1,14 @@
 //! The Python original, `mt.base.object_store` (package `mtbase`): a dictionary served by a
 //! `multiprocessing` manager process. It cannot be driven call by call from Rust without
-//! timing a second round trip of our own, so `bench/python/mt_object_store.py` runs W1-W3
-//! in the interpreter and prints operations per second as one JSON object.
+//! timing a second round trip of our own, so `bench/python/mt_object_store.py` runs W1-W3,
+//! W5 and W6 in the interpreter and prints operations per second as one JSON object.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 /// The environment variable naming the interpreter (`python3` on the PATH otherwise).
@@ -52,7 +52,7 @@ pub fn script() -> PathBuf {
 }
 
 impl Python {
-    /// Runs `workload` (`w1`, `w2` or `w3`) once with `args` (`--keys`, `--len`, ...): the
+    /// Runs `workload` (`w1`, `w2`, `w3`, `w5` or `w6`) once with `args` (`--keys`, `--len`, ...): the
     /// rates it printed, by name, or what went wrong.
     pub fn run(&self, workload: &str, args: &[(&str, String)]) -> Result<Rates, String> {
         run_script(&self.interpreter, &[], workload, args, DEADLINE)
@@ -95,22 +95,25 @@ pub fn run_script(
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => break Ok(status),
             Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => break None,
+            Ok(None) => {
+                // The leader is not reaped yet, so the group's id is still its own: this
+                // signals the script's processes (its manager, its workers) and no other.
+                kill_group(child.id());
+                let _ = child.wait();
+                break Err(format!("took over {deadline:?}: killed"));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("could not be waited for ({e})"));
+            }
         }
     };
-    // Whatever the script left running (a manager, a worker) goes too: that also closes the
-    // pipes the readers wait on.
-    kill_group(child.id());
-    let _ = child.wait();
-    let (stdout, stderr) = (joined(stdout), joined(stderr));
-    let Some(status) = status else {
-        return Err(format!(
-            "the Python {workload} run took over {deadline:?}: killed; {}",
-            stderr.trim()
-        ));
-    };
+    let (stdout, stderr) = (collected(stdout), collected(stderr));
+    let status =
+        status.map_err(|why| format!("the Python {workload} run {why}; {}", stderr.trim()))?;
     if !status.success() {
         return Err(format!(
             "the Python {workload} run failed ({status}): {}",
@@ -129,21 +132,26 @@ pub fn run_script(
     }
 }
 
-/// A thread reading `pipe` to its end.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+/// A thread reading `pipe` to its end, and sending what it read.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         if let Some(mut p) = pipe {
-            let mut bytes = Vec::new();
             let _ = p.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
         }
-        text
-    })
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
 }
 
-fn joined(reader: JoinHandle<String>) -> String {
-    reader.join().unwrap_or_default()
+/// What a [`drain`] thread read. The pipe closes once the script and everything it started
+/// have exited; a process that left the script's group could keep it open, so this waits
+/// briefly and leaves that thread behind rather than wait for good.
+fn collected(reader: Receiver<String>) -> String {
+    reader
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default()
 }
 
 /// SIGKILL to the process group `pgid` (a script run's: its leader's pid).
@@ -152,8 +160,8 @@ fn kill_group(pgid: u32) {
         return;
     };
     // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory
-    // of this process. The group is the script's own (`process_group(0)` at spawn), and its
-    // leader is not reaped yet, so the id cannot have been reused.
+    // of this process. The caller has not reaped the group's leader (the script, spawned
+    // with `process_group(0)`), so the id cannot have been reused.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
@@ -198,7 +206,8 @@ def count(store):
         /// `put` raises in any process but the one that created the store (W3's workers),
         /// as the original's does when its lock times out.
         WorkersRaise,
-        /// `create` never returns.
+        /// `create` starts its manager process, writes the manager's pid to the file
+        /// `$STAND_IN_PID_FILE`, then never returns.
         Stuck,
     }
 
@@ -222,7 +231,11 @@ def count(store):
                     "    store[key] = value\n",
                     "    if os.getpid() != _creator:\n        raise TimeoutError('lock')\n    store[key] = value\n",
                 ),
-                Fault::Stuck => STAND_IN.replace("    global _manager\n", "    time.sleep(3600)\n"),
+                Fault::Stuck => STAND_IN.replace(
+                    "    return _manager.dict()\n",
+                    "    with open(os.environ['STAND_IN_PID_FILE'], 'w') as f:\n        \
+                     f.write(str(_manager._process.pid))\n    time.sleep(3600)\n",
+                ),
             };
             assert!(
                 fault == Fault::None || module != STAND_IN,
@@ -307,10 +320,27 @@ def count(store):
     fn a_run_past_its_deadline_is_killed_with_its_processes() {
         let Some(py) = python3() else { return };
         let stand_in = StandIn::new(Fault::Stuck);
-        let env = [("PYTHONPATH", stand_in.0.as_path())];
-        // Returning at all shows the kill: the stand-in sleeps for an hour.
-        let err =
-            run_script(&py, &env, "w1", &args(20, 8), Duration::from_millis(1500)).unwrap_err();
+        let pid_file = stand_in.0.join("manager.pid");
+        let env = [
+            ("PYTHONPATH", stand_in.0.as_path()),
+            ("STAND_IN_PID_FILE", pid_file.as_path()),
+        ];
+        // Returning at all shows the script was killed: the stand-in sleeps for an hour.
+        let err = run_script(&py, &env, "w1", &args(20, 8), Duration::from_secs(3)).unwrap_err();
         assert!(err.contains("took over"), "{err}");
+        // So was the manager process it had started (killed, or a zombie nobody reaps).
+        let pid = std::fs::read_to_string(&pid_file).expect("the stand-in wrote its pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let gone = || {
+            std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit(") ").next().is_some_and(|f| f.starts_with('Z'))
+            })
+        };
+        let mut waited = 0;
+        while !gone() && waited < 100 {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        assert!(gone(), "the manager {} outlived the kill", pid.trim());
     }
 }
