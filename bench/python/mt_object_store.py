@@ -53,12 +53,17 @@ def expect(ok, what):
         raise SystemExit(f"mt.base.object_store: {what}")
 
 
+def new_store():
+    """A store as the original's own docstring makes one: eviction by free memory off."""
+    return object_store.create(min_free_mem_pct=0.0)
+
+
 class Checked:
     """A fresh store, the keys in a random order (the seed's; not the harness's permutation,
     which does not matter to a dictionary), and a record of wrong answers."""
 
     def __init__(self, args):
-        self.store = object_store.create(min_free_mem_pct=0.0)
+        self.store = new_store()
         self.order = list(range(args.keys))
         random.Random(args.seed).shuffle(self.order)
         self.ok = True
@@ -106,13 +111,13 @@ def w2(args):
     return out
 
 
-def fill(args, salt):
-    """A store holding keys 0..n with `len`-byte values; the key names and W3's put value
-    made once, before the workers fork."""
+def fill(args):
+    """A store holding keys 0..n with `len`-byte values, as the harness fills W3 and W5's;
+    the key names and W3's put value made once, before the workers fork."""
     args.names = [key(i) for i in range(args.keys)]
     args.mix_value = value(args.len, 5)
-    store = object_store.create(min_free_mem_pct=0.0)
-    filling = value(args.len, salt)
+    store = new_store()
+    filling = value(args.len, 3)
     for k in args.names:
         expect(object_store.put(store, k, filling), "filling: a put was refused")
     return store
@@ -192,14 +197,14 @@ def read_op(store, args, rng):
 
 def w3(args):
     """W3 (and W6, with more workers): the mix on a filled store."""
-    store = fill(args, 3)
+    store = fill(args)
     what = args.workload.upper()
     return {"total": fleet(what, worker(mix_op), store, args.workers, args)}
 
 
 def w5(args):
     """W5: 1 reader, then 2, on a filled store."""
-    store = fill(args, 4)
+    store = fill(args)
     one = fleet("W5", worker(read_op), store, 1, args)
     two = fleet("W5", worker(read_op), store, 2, args)
     return {"one": one, "two": two, "scale": two / one}

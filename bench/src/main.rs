@@ -118,7 +118,7 @@ fn main() {
     } else {
         None
     };
-    let python = if args.selection.has(System::Python) {
+    let python = if args.selection.python {
         match python_peer::find() {
             Ok(p) => Some(p),
             Err(why) => {
@@ -196,8 +196,8 @@ fn main() {
 
 /// W6's total as a share of the same system's W3 total (medians), when both ran.
 fn own_w3_share(report: &mut Report, sizes: &Sizes) {
-    let w3 = "W3 2 workers, total";
-    let w6 = format!("W6 {} workers, total", sizes.w6_procs);
+    let w3 = &workloads::w3::figures("W3", 2).0;
+    let w6 = workloads::w3::figures("W6", sizes.w6_procs).0;
     let Some(fig) = report.figures.iter().find(|f| f.figure == w6) else {
         return;
     };

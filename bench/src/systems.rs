@@ -17,19 +17,15 @@ pub enum System {
     Map,
     Lmdb,
     Redis,
-    /// The Python original, `mt.base.object_store`: run by its own script
-    /// (`peers::python`), never through [`Opened`].
-    Python,
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 5] = [
         System::Shm,
         System::ShmTyped,
         System::Map,
         System::Lmdb,
         System::Redis,
-        System::Python,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,7 +35,6 @@ impl System {
             System::Map => "HashMap+Mutex",
             System::Lmdb => "LMDB (heed)",
             System::Redis => "Redis",
-            System::Python => "mt.base.object_store",
         }
     }
 
@@ -58,16 +53,18 @@ impl System {
             System::Map => "hashmap",
             System::Lmdb => "lmdb",
             System::Redis => "redis",
-            System::Python => "python",
         }
     }
 }
 
-/// What `--systems` selected (all by default). `limits` are the machine-limit rows.
+/// What `--systems` selected (all by default). Beside the systems measured through [`Kv`],
+/// two kinds of rows measured their own way: `limits`, the machine-limit rows, and
+/// `python`, the Python original (`peers::python`, which runs in its own interpreter).
 #[derive(Debug, Clone)]
 pub struct Selection {
     pub systems: Vec<System>,
     pub limits: bool,
+    pub python: bool,
 }
 
 impl Selection {
@@ -75,6 +72,7 @@ impl Selection {
         Selection {
             systems: System::ALL.to_vec(),
             limits: true,
+            python: true,
         }
     }
 
@@ -84,10 +82,13 @@ impl Selection {
         let mut sel = Selection {
             systems: Vec::new(),
             limits: false,
+            python: false,
         };
         for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             if word == "limits" {
                 sel.limits = true;
+            } else if word == "python" {
+                sel.python = true;
             } else if let Some(s) = System::ALL.iter().find(|s| s.name() == word) {
                 sel.systems.push(*s);
             } else {
@@ -139,7 +140,6 @@ impl<'r> Opened<'r> {
                 kv.flushall();
                 Opened::Redis(kv, server)
             }
-            System::Python => unreachable!("the Python original runs in its own script"),
         }
     }
 

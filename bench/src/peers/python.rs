@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+/// The Python original's rows in the table.
+pub const LABEL: &str = "mt.base.object_store";
+
 /// The environment variable naming the interpreter (`python3` on the PATH otherwise).
 pub const PYTHON_VAR: &str = "SHMSTORE_BENCH_PYTHON";
 
@@ -52,8 +55,8 @@ pub fn script() -> PathBuf {
 }
 
 impl Python {
-    /// Runs `workload` (`w1`, `w2`, `w3`, `w5` or `w6`) once with `args` (`--keys`, `--len`, ...): the
-    /// rates it printed, by name, or what went wrong.
+    /// Runs `workload` (`w1`, `w2`, `w3`, `w5`, `w6`) once with `args` (`--keys`, `--len`,
+    /// ...): the rates it printed, by name, or what went wrong.
     pub fn run(&self, workload: &str, args: &[(&str, String)]) -> Result<Rates, String> {
         run_script(&self.interpreter, &[], workload, args, DEADLINE)
     }
@@ -245,10 +248,28 @@ def count(store):
             StandIn(dir)
         }
 
-        fn run(&self, py: &str, workload: &str, args: &[(&str, String)]) -> Result<Rates, String> {
-            let env = [("PYTHONPATH", self.0.as_path())];
-            run_script(py, &env, workload, args, Duration::from_secs(60))
+        /// Where the `Stuck` stand-in writes its manager's pid.
+        fn pid_file(&self) -> PathBuf {
+            self.0.join("manager.pid")
         }
+
+        fn run(&self, py: &str, workload: &str, deadline: Duration) -> Result<Rates, String> {
+            let pid_file = self.pid_file();
+            let env = [
+                ("PYTHONPATH", self.0.as_path()),
+                ("STAND_IN_PID_FILE", pid_file.as_path()),
+            ];
+            run_script(py, &env, workload, &args(50, 64), deadline)
+        }
+    }
+
+    /// What the script says when run on a stand-in with `fault` (`None` where there is no
+    /// python3 to run it).
+    fn failure(fault: Fault, workload: &str, deadline: Duration) -> Option<(String, StandIn)> {
+        let py = python3()?;
+        let stand_in = StandIn::new(fault);
+        let err = stand_in.run(&py, workload, deadline).unwrap_err();
+        Some((err, stand_in))
     }
 
     impl Drop for StandIn {
@@ -289,7 +310,7 @@ def count(store):
             ("w6", &["total"][..]),
         ] {
             let rates = stand_in
-                .run(&py, workload, &args(50, 64))
+                .run(&py, workload, Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("{workload}: {e}"));
             assert_eq!(rates.keys().collect::<Vec<_>>(), names, "{workload}");
         }
@@ -297,19 +318,17 @@ def count(store):
 
     #[test]
     fn the_script_fails_when_the_store_answers_wrongly() {
-        let Some(py) = python3() else { return };
-        let err = StandIn::new(Fault::WrongAnswers)
-            .run(&py, "w1", &args(20, 8))
-            .unwrap_err();
+        let Some((err, _)) = failure(Fault::WrongAnswers, "w1", Duration::from_secs(60)) else {
+            return;
+        };
         assert!(err.contains("wrong answer"), "{err}");
     }
 
     #[test]
     fn a_failing_w3_worker_fails_the_run_instead_of_hanging_it() {
-        let Some(py) = python3() else { return };
-        let err = StandIn::new(Fault::WorkersRaise)
-            .run(&py, "w3", &args(20, 8))
-            .unwrap_err();
+        let Some((err, _)) = failure(Fault::WorkersRaise, "w3", Duration::from_secs(60)) else {
+            return;
+        };
         assert!(
             err.contains("a W3 worker failed") && err.contains("TimeoutError"),
             "{err}"
@@ -318,18 +337,13 @@ def count(store):
 
     #[test]
     fn a_run_past_its_deadline_is_killed_with_its_processes() {
-        let Some(py) = python3() else { return };
-        let stand_in = StandIn::new(Fault::Stuck);
-        let pid_file = stand_in.0.join("manager.pid");
-        let env = [
-            ("PYTHONPATH", stand_in.0.as_path()),
-            ("STAND_IN_PID_FILE", pid_file.as_path()),
-        ];
         // Returning at all shows the script was killed: the stand-in sleeps for an hour.
-        let err = run_script(&py, &env, "w1", &args(20, 8), Duration::from_secs(3)).unwrap_err();
+        let Some((err, stand_in)) = failure(Fault::Stuck, "w1", Duration::from_secs(3)) else {
+            return;
+        };
         assert!(err.contains("took over"), "{err}");
         // So was the manager process it had started (killed, or a zombie nobody reaps).
-        let pid = std::fs::read_to_string(&pid_file).expect("the stand-in wrote its pid");
+        let pid = std::fs::read_to_string(stand_in.pid_file()).expect("the stand-in wrote its pid");
         let stat = format!("/proc/{}/stat", pid.trim());
         let gone = || {
             std::fs::read_to_string(&stat).map_or(true, |s| {

@@ -34,14 +34,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The selected systems among those `workload` supports (Redis only with a server), but
-    /// not the Python original: [`python`](Ctx::python) runs that.
+    /// The selected systems among those `workload` supports (Redis only with a server).
     pub fn systems(&self, supported: &[System]) -> Vec<System> {
         supported
             .iter()
             .copied()
             .filter(|s| self.selection.has(*s) && (*s != System::Redis || self.redis.is_some()))
-            .filter(|s| *s != System::Python)
             .collect()
     }
 
@@ -58,7 +56,7 @@ impl Ctx<'_> {
         scale: f64,
     ) {
         let Some(py) = self.python else { return };
-        let label = System::Python.label();
+        let label = crate::peers::python::LABEL;
         progress(&format!("{} {label}", workload.to_uppercase()));
         let mut args = vec![
             ("--keys", keys.to_string()),

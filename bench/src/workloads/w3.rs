@@ -11,6 +11,14 @@ use crate::systems::{Opened, System};
 
 pub const SYSTEMS: [System; 4] = [System::Shm, System::Map, System::Lmdb, System::Redis];
 
+/// The names of the mix's figures with `workers` workers: total ops/s, and p99 latency.
+pub fn figures(id: &str, workers: usize) -> (String, String) {
+    (
+        format!("{id} {workers} workers, total"),
+        format!("{id} {workers} workers, p99 (sampled)"),
+    )
+}
+
 pub fn run(ctx: &mut Ctx) {
     mix(ctx, "W3", 2);
     python_mix(ctx, "W3", 2);
@@ -20,7 +28,7 @@ pub fn run(ctx: &mut Ctx) {
 /// The Python original's row of W3's mix with `workers` processes (W3, W6).
 pub fn python_mix(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
-    let total = format!("{id} {workers} workers, total");
+    let total = figures(id, workers).0;
     ctx.python(
         &id.to_lowercase(),
         (n, len, secs),
@@ -34,8 +42,7 @@ pub fn python_mix(ctx: &mut Ctx, id: &str, workers: usize) {
 /// with W6, as is [`mix_limits`].
 pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
-    let ops = format!("{id} {workers} workers, total");
-    let p99 = format!("{id} {workers} workers, p99 (sampled)");
+    let (ops, p99) = figures(id, workers);
     for s in ctx.systems(&SYSTEMS) {
         progress(&format!("{id} {}", s.label_workers()));
         let mut opened = Opened::new(
@@ -73,8 +80,7 @@ pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
 /// The machine-limit rows of W3's mix with `workers` threads (after the systems' rows).
 pub fn mix_limits(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
-    let ops = format!("{id} {workers} workers, total");
-    let p99 = format!("{id} {workers} workers, p99 (sampled)");
+    let (ops, p99) = figures(id, workers);
     if ctx.selection.limits {
         progress(&format!("{id} limits"));
         let label = format!("limit: {len} B copies, one Mutex, threads");
