@@ -79,8 +79,8 @@ mod hdr {
     pub const SEED: u64 = 56;
     pub const LOCK_TIMEOUT_NS: u64 = 88;
     pub const MUTEX: u64 = 128;
-    /// Bytes of the `pthread_mutex_t` (glibc, 64-bit).
-    pub const MUTEX_LEN: u64 = 40;
+    /// Bytes of the header's mutex field (design.md: 64; glibc's mutex uses the first 40).
+    pub const MUTEX_LEN: u64 = 64;
     pub const TOP: u64 = 256;
     pub const COMMITTED: u64 = 264;
     pub const LRU_HEAD: u64 = 272;
@@ -1119,6 +1119,10 @@ fn lock_held_counts(output: &str) -> Option<(u32, u32)> {
     Some((count(" lock timeouts")?, count(" reentrant")?))
 }
 
+/// Longest lock timeout `open` accepts from a segment (design.md, "Lock protocol": capped at
+/// one hour).
+const MAX_VALID_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Longest lock timeout a case's child runs with: it gives up after [`MAX_TIMEOUTS`] waits
 /// for a lock that looks held, which must fit well inside the watchdog.
 const MAX_CASE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1132,7 +1136,7 @@ const MAX_CASE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 fn bound_lock_timeout(name: &str) -> Option<Applied> {
     let header = std::fs::read(segment_path(name)).expect("read the segment file");
     let ns = u64_at(&header, hdr::LOCK_TIMEOUT_NS);
-    let valid = ns > 0 && ns <= 3600 * 1_000_000_000;
+    let valid = ns > 0 && ns <= MAX_VALID_LOCK_TIMEOUT.as_nanos() as u64;
     (valid && ns > MAX_CASE_LOCK_TIMEOUT.as_nanos() as u64).then(|| {
         put_u64(
             hdr::LOCK_TIMEOUT_NS,
