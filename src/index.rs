@@ -10,6 +10,12 @@
 //! seed, so it is the same in every process and hostile keys cannot force long probe chains.
 //! Every probe loop stops after visiting each slot once, so a scribbled table cannot make it
 //! run forever.
+//!
+//! In a store created with `Options::inline_values`, each slot also has an inline record
+//! (`layout.rs`): a copy of the key and value of the object its entry points at, when they
+//! fit, so that a lock-free get can read the value from beside the entry instead of from the
+//! block. The block stays the truth; a record is derived data, written under the lock before
+//! its slot's entry is stored and rebuilt with the index.
 
 use std::hash::Hasher;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use siphasher::sip::SipHasher13;
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{LIVE, data_off};
+use crate::layout::{LIVE, RECORD_HEADER, data_off, record_lens, record_word};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 
@@ -79,8 +85,18 @@ pub fn home(m: &Mapping, hash: u64) -> u64 {
 /// before a lock-free read's seqlock checks so that the index miss, a DRAM access in a large
 /// store, overlaps with them instead of following them (see also [`Early`]).
 pub fn prefetch_home(m: &Mapping, hash: u64) {
-    m.prefetch_slot(home(m, hash));
+    let i = home(m, hash);
+    m.prefetch_slot(i);
+    if m.geo().record_len > 0 {
+        // The home slot's record, where most keys are: its miss then overlaps with the
+        // slot's instead of following it. (Also asking for the next slot's record measured
+        // no better in W1.)
+        m.prefetch_record(i, PREFETCH_RECORD);
+    }
 }
+
+/// Bytes of a record [`prefetch_home`] asks for: its word, a short key and value.
+const PREFETCH_RECORD: u64 = 128;
 
 /// The slot after `i` in probe order (the table wraps around).
 pub fn after(m: &Mapping, i: u64) -> u64 {
@@ -233,6 +249,7 @@ fn insert_marked(m: &Locked, hash: u64, unit: u32, referenced: bool) -> Result<(
         let s = slot.load(Relaxed);
         if s == EMPTY || s == TOMBSTONE {
             let bit = if referenced { REFERENCED } else { 0 };
+            fill_record(m, i, unit);
             slot.store(pack(hash, unit) | bit, Relaxed);
             fault!();
             m.add_held(&h.index_live, 1);
@@ -248,8 +265,53 @@ fn insert_marked(m: &Locked, hash: u64, unit: u32, referenced: bool) -> Result<(
 
 /// Points an existing entry at another block holding a new object (a replacement: the CLOCK
 /// bit starts clear).
-pub fn repoint(m: &Mapping, found: Found, hash: u64, unit: u32) {
+pub fn repoint(m: &Locked, found: Found, hash: u64, unit: u32) {
+    fill_record(m, found.slot, unit);
     m.slot(found.slot).store(pack(hash, unit), Relaxed);
+}
+
+/// Writes slot `i`'s inline record for the object in block `unit` (in a store with records):
+/// a copy of its key and value if they fit, else a word saying there is none. Called before
+/// the slot's entry is stored; the block must be complete. A block that cannot be read gets
+/// no copy (the lock-free read then goes to the block, and the locked path reports it).
+fn fill_record(l: &Locked, i: u64, unit: u32) {
+    let record_len = l.geo().record_len;
+    if record_len == 0 {
+        return;
+    }
+    let copy = (|| {
+        let b = l.block(unit).ok()?;
+        let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
+        if k.checked_add(v)? > record_len - RECORD_HEADER {
+            return None;
+        }
+        let bytes = l.bytes(data_off(unit), (k + v) as usize).ok()?;
+        l.write_record(i, 0, bytes).ok()?;
+        Some(record_word(k, v))
+    })();
+    fault!();
+    l.record_word(i).store(copy.unwrap_or(0), Relaxed);
+}
+
+/// Whether slot `i`'s record is what [`fill_record`] would write for block `unit` (a store
+/// without records: always).
+fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> {
+    let record_len = l.geo().record_len;
+    if record_len == 0 {
+        return Ok(true);
+    }
+    let b = l.block(unit)?;
+    let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
+    let word = l.record_word(i).load(Relaxed);
+    if k.saturating_add(v) > record_len - RECORD_HEADER {
+        return Ok(word == 0);
+    }
+    if record_lens(word) != Some((k, v)) {
+        return Ok(false);
+    }
+    let mut copy = Vec::new();
+    l.copy_record_racy(i, 0, (k + v) as usize, &mut copy)?;
+    Ok(copy == l.bytes(data_off(unit), (k + v) as usize)?)
 }
 
 /// Points an existing entry at the block its object was moved to, keeping its CLOCK bit
@@ -308,7 +370,8 @@ pub fn rebuild(
 }
 
 /// Checks the table: every non-empty slot points at a live block of the arena's chain (as
-/// `in_chain` says) whose key hashes to the tag, and the counts agree. Returns the number of
+/// `in_chain` says) whose key hashes to the tag, its inline record (if the store keeps
+/// records) copies that block, and the counts agree. Returns the number of
 /// live entries.
 pub fn validate(l: &Locked, in_chain: impl Fn(u32) -> bool) -> Result<u64, Corruption> {
     let h = l.header();
@@ -345,6 +408,11 @@ pub fn validate(l: &Locked, in_chain: impl Fn(u32) -> bool) -> Result<u64, Corru
                             "index slot {i}: its key is not found by a probe from its hash"
                         ));
                     }
+                }
+                if !record_agrees(l, i, unit)? {
+                    return Err(corrupt!(
+                        "inline record {i} is not a copy of block {unit}'s key and value"
+                    ));
                 }
                 live += 1;
             }

@@ -1,9 +1,11 @@
-//! The bytes of a store's segment: header, index and arena.
+//! The bytes of a store's segment: header, index, inline records and arena.
 //!
 //! ```text
-//! offset 0                40960                index_off + 8*slots (page aligned)      total_len
-//! | header (ten pages)    | index: u64 slots   | arena: blocks ...  | wilderness        |
+//! offset 0             40960              records_off          arena_off (page aligned)  total_len
+//! | header (ten pages) | index: u64 slots | records (optional) | arena: blocks ... | wilderness |
 //! ```
+//! The records, one of `record_len` bytes per index slot, exist only in a store created with
+//! `Options::inline_values` (`record_len` 0 otherwise: the arena follows the index).
 //! Everything is `#[repr(C)]`, made of atomics (several processes read and write it) and
 //! addressed by offsets: each process maps the segment at its own address. The header's
 //! fields are listed in `docs/design.md` with their offsets; the `const` assertions at the
@@ -18,7 +20,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
@@ -43,6 +45,34 @@ pub const ATTACH_SLOTS: usize = 64;
 pub const LANES: usize = 8;
 /// Index slots in one 64-byte cache line; the table has a whole number of lines.
 pub const SLOTS_PER_LINE: u64 = 8;
+/// Largest inline record (`Options::inline_values` + the record's 8-byte header): beyond a
+/// few cache lines a copy beside the index saves little over the block itself.
+pub const MAX_RECORD: u64 = 1024;
+/// Bytes before an inline record's key: the [`record_word`] word.
+pub const RECORD_HEADER: u64 = 8;
+/// Flag of a record word that describes a copy (0: the slot's object is not copied).
+pub const RECORD_COPY: u64 = 1 << 63;
+
+/// The word at the start of an inline record: [`RECORD_COPY`], then the key's and the value's
+/// lengths (each under 2^31, as records are at most [`MAX_RECORD`] bytes).
+pub fn record_word(key_len: u64, val_len: u64) -> u64 {
+    RECORD_COPY | key_len << 32 | val_len
+}
+
+/// The key's and the value's lengths a record word gives (`None`: no copy).
+pub fn record_lens(word: u64) -> Option<(u64, u64)> {
+    (word & RECORD_COPY != 0).then_some(((word >> 32) & 0x7FFF_FFFF, word & 0xFFFF_FFFF))
+}
+
+/// Record bytes per slot for inline copies of objects of up to `inline_values` bytes (key
+/// and value), in whole cache lines; 0 for none.
+pub fn record_len_for(inline_values: u64) -> u64 {
+    if inline_values == 0 {
+        0
+    } else {
+        round_up(inline_values + RECORD_HEADER, 64)
+    }
+}
 
 /// Block states. The state word is each mutation's commit point (see docs/design.md).
 pub const FREE: u32 = 0x4652_4545; // "FREE"
@@ -131,7 +161,10 @@ pub struct Header {
     /// Non-zero while a recovery is due or under way (see `recovery.rs`).
     pub recovering: AtomicU32,
     pub lock_since_ns: AtomicU64,
-    pub _reserved1: [AtomicU64; 6],
+    /// Bytes of each inline record (0: none). Geometry, written once by the creator; here
+    /// because the geometry's own line had no room left.
+    pub record_len: AtomicU64,
+    pub _reserved1: [AtomicU64; 5],
     // structure, changed only under the lock
     pub top: AtomicU64,
     pub committed: AtomicU64,
@@ -232,6 +265,8 @@ pub struct Geometry {
     pub total_len: u64,
     pub index_off: u64,
     pub index_slots: u64,
+    /// Bytes of each inline record (0: the store keeps none). Records follow the index.
+    pub record_len: u64,
     pub arena_off: u64,
     pub arena_len: u64,
 }
@@ -240,15 +275,21 @@ fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
 }
 
-/// Where the arena starts: after `slots` index slots from `index_off`, on a page boundary.
-fn index_end(index_off: u64, slots: u64) -> Option<u64> {
-    let end = slots.checked_mul(8)?.checked_add(index_off)?;
+/// Where the arena starts: after `slots` index slots from `index_off` and a record of
+/// `record_len` bytes per slot, on a page boundary.
+fn index_end(index_off: u64, slots: u64, record_len: u64) -> Option<u64> {
+    let per_slot = record_len.checked_add(8)?;
+    let end = slots.checked_mul(per_slot)?.checked_add(index_off)?;
     end.checked_next_multiple_of(PAGE)
 }
 
 impl Geometry {
-    /// The geometry for an arena of `capacity` bytes and room for `max_objects` entries.
-    pub fn new(capacity: u64, max_objects: u64) -> Option<Geometry> {
+    /// The geometry for an arena of `capacity` bytes, room for `max_objects` entries and
+    /// inline records of `record_len` bytes (0, or a multiple of 64 up to [`MAX_RECORD`]).
+    pub fn new(capacity: u64, max_objects: u64, record_len: u64) -> Option<Geometry> {
+        if !record_len_ok(record_len) {
+            return None;
+        }
         let arena_len = round_up(capacity, PAGE);
         if arena_len > MAX_ARENA {
             return None;
@@ -261,11 +302,12 @@ impl Geometry {
             SLOTS_PER_LINE,
         );
         let index_off = HEADER_SIZE;
-        let arena_off = index_end(index_off, index_slots)?;
+        let arena_off = index_end(index_off, index_slots, record_len)?;
         Some(Geometry {
             total_len: arena_off.checked_add(arena_len)?,
             index_off,
             index_slots,
+            record_len,
             arena_off,
             arena_len,
         })
@@ -278,6 +320,7 @@ impl Geometry {
             total_len: h.total_len.load(Relaxed),
             index_off: h.index_off.load(Relaxed),
             index_slots: h.index_slots.load(Relaxed),
+            record_len: h.record_len.load(Relaxed),
             arena_off: h.arena_off.load(Relaxed),
             arena_len: h.arena_len.load(Relaxed),
         };
@@ -290,7 +333,8 @@ impl Geometry {
         let ok = g.index_off == HEADER_SIZE
             && g.index_slots >= 64
             && g.index_slots.is_multiple_of(SLOTS_PER_LINE)
-            && index_end(g.index_off, g.index_slots) == Some(g.arena_off)
+            && record_len_ok(g.record_len)
+            && index_end(g.index_off, g.index_slots, g.record_len) == Some(g.arena_off)
             && g.arena_len.is_multiple_of(PAGE)
             && g.arena_len <= MAX_ARENA
             && g.arena_off.checked_add(g.arena_len) == Some(g.total_len);
@@ -318,6 +362,7 @@ impl Geometry {
             self.total_len,
             self.index_off,
             self.index_slots,
+            self.record_len,
             self.arena_off,
             self.arena_len,
         ] {
@@ -326,10 +371,21 @@ impl Geometry {
         s.finish() as u32
     }
 
+    /// Segment offset of the inline records (meaningful when `record_len` > 0): right after
+    /// the index, on a cache line (the index is whole lines of slots).
+    pub fn records_off(&self) -> u64 {
+        self.index_off + self.index_slots * 8
+    }
+
     /// Live entries the index accepts before rotation.
     pub fn max_live(&self) -> u64 {
         self.index_slots / 4 * 3
     }
+}
+
+/// Whether `record_len` is a record size a store may have.
+fn record_len_ok(record_len: u64) -> bool {
+    record_len == 0 || (record_len.is_multiple_of(64) && record_len <= MAX_RECORD)
 }
 
 /// Arena byte offset of the key of the block at `unit` (the value follows the key).
@@ -349,7 +405,7 @@ mod tests {
 
     #[test]
     fn geometry_round_trips_through_checks() {
-        let g = Geometry::new(1 << 20, 1000).unwrap();
+        let g = Geometry::new(1 << 20, 1000, 0).unwrap();
         assert_eq!(g.arena_len, 1 << 20);
         assert_eq!(
             g.index_slots, 1336,
@@ -374,7 +430,7 @@ mod tests {
             1 << 24,
             u32::MAX as u64,
         ] {
-            let g = Geometry::new(1 << 20, n).unwrap();
+            let g = Geometry::new(1 << 20, n, 0).unwrap();
             assert!(g.max_live() >= n.max(48), "{n}: {g:?}");
             assert!(
                 g.max_live() < n.max(48) + 8,
@@ -385,8 +441,22 @@ mod tests {
     }
 
     #[test]
+    fn records_lie_between_index_and_arena() {
+        let g = Geometry::new(1 << 20, 1000, 128).unwrap();
+        assert_eq!(g.records_off(), g.index_off + g.index_slots * 8);
+        assert!(g.records_off().is_multiple_of(64));
+        assert_eq!(g.arena_off, (g.records_off() + g.index_slots * 128).next_multiple_of(PAGE));
+        for bad in [1, 63, 65, MAX_RECORD + 64] {
+            assert!(Geometry::new(1 << 20, 1000, bad).is_none(), "{bad}");
+        }
+        assert_eq!((record_len_for(0), record_len_for(1), record_len_for(56), record_len_for(57)), (0, 64, 64, 128));
+        assert_eq!(record_lens(record_word(10, 64)), Some((10, 64)));
+        assert_eq!(record_lens(0), None);
+    }
+
+    #[test]
     fn too_large_arena_is_refused() {
-        assert!(Geometry::new(MAX_ARENA + PAGE, 10).is_none());
+        assert!(Geometry::new(MAX_ARENA + PAGE, 10, 0).is_none());
     }
 
     #[test]
@@ -421,6 +491,7 @@ mod offsets {
             ("mutex", offset_of!(Header, mutex), 128),
             ("lock_owner", offset_of!(Header, lock_owner), 192),
             ("recovering", offset_of!(Header, recovering), 196),
+            ("record_len", offset_of!(Header, record_len), 208),
             ("top", offset_of!(Header, top), 256),
             ("lru_head", offset_of!(Header, lru_head), 272),
             ("clock", offset_of!(Header, clock), 288),

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicU64;
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, UNIT};
+use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, RECORD_HEADER, UNIT};
 use crate::os::Map;
 
 pub struct Mapping {
@@ -66,6 +66,79 @@ impl Mapping {
         // SAFETY: the block header lies inside the arena (checked above), which lies inside the
         // mapping; the offset is 16-aligned; Block is atomics only, valid for any bit pattern.
         Ok(unsafe { &*self.map.ptr().add(off as usize).cast::<Block>() })
+    }
+
+    /// The word at the start of index slot `i`'s inline record (see `layout::record_word`).
+    /// Only for a store with records (`record_len` > 0); `i` is wrapped into the table as
+    /// [`slot`](Mapping::slot) does.
+    pub fn record_word(&self, i: u64) -> &AtomicU64 {
+        debug_assert!(self.geo.record_len > 0);
+        let off = self.record_off(i);
+        // SAFETY: `record_off` wraps i below index_slots, and the geometry check put every
+        // record (records_off + record_len * index_slots) inside the mapping; records are
+        // whole cache lines from a 64-aligned offset, so the word is 8-aligned.
+        unsafe { &*self.map.ptr().add(off as usize).cast::<AtomicU64>() }
+    }
+
+    /// Mapping offset of index slot `i`'s inline record, wrapped into the table.
+    fn record_off(&self, i: u64) -> u64 {
+        let n = self.geo.index_slots;
+        let i = if i < n { i } else { i % n };
+        self.geo.records_off() + i * self.geo.record_len
+    }
+
+    /// Mapping position of `len` bytes at `off` of index slot `i`'s record, after the
+    /// record's word; an error if they would reach past the record.
+    fn record_range(&self, i: u64, off: u64, len: usize) -> Result<usize, Corruption> {
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.geo.record_len.saturating_sub(RECORD_HEADER) => {
+                Ok((self.record_off(i) + RECORD_HEADER + off) as usize)
+            }
+            _ => Err(corrupt!(
+                "{len} bytes at offset {off} of inline record {i} reach past the record"
+            )),
+        }
+    }
+
+    /// Copies `data` into index slot `i`'s record at `off` (after the record's word).
+    pub fn write_record(&self, i: u64, off: u64, data: &[u8]) -> Result<(), Corruption> {
+        let at = self.record_range(i, off, data.len())?;
+        // SAFETY: the range lies inside the mapping (checked); `data` cannot overlap the
+        // record (a caller copying from a block passes a copy, see `index::fill_record`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr().add(at), data.len()) };
+        Ok(())
+    }
+
+    /// Starts loading the first `len` bytes of index slot `i`'s record (a hint, as
+    /// [`prefetch`](Mapping::prefetch)).
+    pub fn prefetch_record(&self, i: u64, len: u64) {
+        let start = self.record_off(i);
+        let end = start + len.min(self.geo.record_len);
+        let mut at = start;
+        while at < end {
+            self.prefetch_at(at);
+            at += 64;
+        }
+    }
+
+    /// [`copy_out_racy`](Mapping::copy_out_racy) for `len` bytes at `off` of index slot
+    /// `i`'s record (after its word).
+    pub fn copy_record_racy(
+        &self,
+        i: u64,
+        off: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Corruption> {
+        let at = self.record_range(i, off, len)?;
+        self.copy_out_at(at, len, out);
+        Ok(())
+    }
+
+    /// [`equals_racy`](Mapping::equals_racy) for bytes at `off` of index slot `i`'s record.
+    pub fn record_equals_racy(&self, i: u64, off: u64, want: &[u8]) -> Result<bool, Corruption> {
+        let at = self.record_range(i, off, want.len())?;
+        Ok(self.equals_at(at, want))
     }
 
     fn arena_range(&self, off: u64, len: usize) -> Result<usize, Corruption> {
@@ -158,39 +231,50 @@ impl Mapping {
     /// back to the system would allocate it again, or raise SIGBUS on a full /dev/shm).
     pub fn copy_out_racy(&self, off: u64, len: usize, out: &mut Vec<u8>) -> Result<(), Corruption> {
         let at = self.arena_range(off, len)?;
+        self.copy_out_at(at, len, out);
+        Ok(())
+    }
+
+    /// Appends the `len` bytes at mapping position `at` (checked by the caller) to `out`.
+    fn copy_out_at(&self, at: usize, len: usize, out: &mut Vec<u8>) {
         out.reserve(len);
-        // SAFETY: the source range lies inside the mapping (checked) and the destination is
-        // `out`'s spare capacity (reserved above), private to this thread; no reference to the
-        // shared bytes is made. A writer in another process (or thread) may store to the
-        // source meanwhile: the copy may then be torn, which the caller detects and discards
-        // before using a byte of it.
+        // SAFETY: the caller checked that the source range lies inside the mapping, and the
+        // destination is `out`'s spare capacity (reserved above), private to this thread; no
+        // reference to the shared bytes is made. A writer in another process (or thread) may
+        // store to the source meanwhile: the copy may then be torn, which the caller detects
+        // and discards before using a byte of it.
         unsafe {
             let dst = out.as_mut_ptr().add(out.len());
             std::ptr::copy_nonoverlapping(self.map.ptr().add(at), dst, len);
             out.set_len(out.len() + len);
         }
-        Ok(())
     }
 
     /// Whether the `want.len()` arena bytes at byte offset `off` equal `want`, read without
     /// the lock (the answer means something only if the caller's seqlock check passes).
     pub fn equals_racy(&self, off: u64, want: &[u8]) -> Result<bool, Corruption> {
-        const CHUNK: usize = 64;
         let at = self.arena_range(off, want.len())?;
+        Ok(self.equals_at(at, want))
+    }
+
+    /// Whether the `want.len()` bytes at mapping position `at` (checked by the caller) equal
+    /// `want`, read as [`copy_out_at`](Mapping::copy_out_at) reads.
+    fn equals_at(&self, at: usize, want: &[u8]) -> bool {
+        const CHUNK: usize = 64;
         let mut buf = [0u8; CHUNK];
         for (i, chunk) in want.chunks(CHUNK).enumerate() {
             let piece = &mut buf[..chunk.len()];
-            // SAFETY: in bounds (checked above: the chunks cover `want.len()` bytes from
-            // `at`); copied through raw pointers into a local buffer, as in `copy_out_racy`.
+            // SAFETY: in bounds (the caller checked `want.len()` bytes from `at`); copied
+            // through raw pointers into a local buffer, as in `copy_out_at`.
             unsafe {
                 let src = self.map.ptr().add(at + i * CHUNK);
                 std::ptr::copy_nonoverlapping(src, piece.as_mut_ptr(), chunk.len());
             }
             if piece != chunk {
-                return Ok(false);
+                return false;
             }
         }
-        Ok(true)
+        true
     }
 
     /// Borrows `len` arena bytes at byte offset `off`.

@@ -17,6 +17,10 @@
 //! A get refreshes recency by setting its entry's CLOCK bit in the index with a
 //! compare-and-swap from the entry it validated (see `index.rs`), once per placement.
 //!
+//! In a store with inline records (`Options::inline_values`), a candidate entry whose record
+//! holds a copy is answered from the record, beside the index, without touching the block;
+//! the same seqlock check covers it.
+//!
 //! The reader takes the lock instead for a value over [`MAX_VALUE`] (copied under the lock,
 //! at memcpy speed, rather than risk retrying a long copy), when the word stays odd (a
 //! writer that died, or a repair due, leaves it so until the lock's next holder repairs the
@@ -28,7 +32,7 @@ use std::sync::atomic::fence;
 
 use crate::attach;
 use crate::index;
-use crate::layout::{BLOCK_HEADER, LIVE, UNIT, data_off};
+use crate::layout::{BLOCK_HEADER, LIVE, RECORD_HEADER, UNIT, data_off, record_lens};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 
@@ -113,7 +117,15 @@ pub fn read(m: &Mapping, reading: &AtomicU64, key: &[u8], hash: u64, copy: bool)
 /// One unvalidated look-up (`index::find` without the lock); with a hit, the slot and the
 /// entry it held.
 fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u64, u64)>) {
+    let records = m.geo().record_len > 0;
     for (slot, s) in index::candidates(m, hash) {
+        if records {
+            match from_record(m, slot, key, copy) {
+                Record::Answer(out) => return (out, Some((slot, s))),
+                Record::OtherKey => continue,
+                Record::NoCopy => {}
+            }
+        }
         let unit = index::unit_of(s);
         // Header, key and the value's start in flight together, not one by one.
         m.prefetch(unit as u64 * UNIT, PREFETCH_FIRST);
@@ -122,6 +134,43 @@ fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u6
         }
     }
     (Outcome::Miss, None)
+}
+
+/// What an inline record says.
+pub(crate) enum Record {
+    Answer(Outcome),
+    /// The record copies another key's object.
+    OtherKey,
+    /// The record holds no copy: read the block.
+    NoCopy,
+}
+
+/// What index slot `slot`'s inline record says about `key` (whose entry's tag matched).
+pub(crate) fn from_record(m: &Mapping, slot: u64, key: &[u8], copy: bool) -> Record {
+    let Some((key_len, val_len)) = record_lens(m.record_word(slot).load(Relaxed)) else {
+        return Record::NoCopy;
+    };
+    if key_len + val_len > m.geo().record_len - RECORD_HEADER {
+        // Lengths no record holds (a torn or scribbled word): let the locked path look,
+        // before anything is allocated for them.
+        return Record::Answer(Outcome::Lock);
+    }
+    if key_len != key.len() as u64 {
+        return Record::OtherKey;
+    }
+    match m.record_equals_racy(slot, 0, key) {
+        Ok(true) => {}
+        Ok(false) => return Record::OtherKey,
+        Err(_) => return Record::Answer(Outcome::Lock),
+    }
+    if !copy {
+        return Record::Answer(Outcome::Hit(None));
+    }
+    let mut value = Vec::with_capacity(val_len as usize);
+    match m.copy_record_racy(slot, key_len, val_len as usize, &mut value) {
+        Ok(()) => Record::Answer(Outcome::Hit(Some(value))),
+        Err(_) => Record::Answer(Outcome::Lock),
+    }
 }
 
 /// What block `unit` says about `key`: `None` if it holds another key.

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{Geometry, MAX_ARENA};
+use crate::layout::{Geometry, MAX_ARENA, MAX_RECORD, RECORD_HEADER, record_len_for};
 
 /// Longest lock timeout a store accepts (an opener trusts the one in the segment, so a
 /// scribbled one must not mean waiting forever).
@@ -81,6 +81,9 @@ pub struct Options {
     pub max_objects: Option<u64>,
     /// Permission bits of the segment (0600, or 0660 with group access).
     pub mode: u32,
+    /// Objects whose key and value take at most this many bytes are also copied beside
+    /// their index entry (0: none). See [`inline_values`](Options::inline_values).
+    pub inline_values: u32,
 }
 
 impl Default for Options {
@@ -93,6 +96,7 @@ impl Default for Options {
             lock_timeout: Duration::from_secs(30),
             max_objects: None,
             mode: 0o600,
+            inline_values: 0,
         }
     }
 }
@@ -128,6 +132,19 @@ impl Options {
     /// per object) is reserved in memory when the store is created.
     pub fn max_objects(mut self, n: u64) -> Options {
         self.max_objects = Some(n);
+        self
+    }
+
+    /// Keep a copy of every object whose key and value together take at most `bytes` bytes
+    /// (up to 1016) in a record beside its index entry, so that a get of it reads one place
+    /// in memory instead of two (the index entry's record is fetched together with the
+    /// entry). For stores of many small objects read at random, where a get waits for
+    /// memory: in a store much larger than the CPU's caches it saves about one memory access
+    /// per get. Costs `bytes + 8`, rounded up to 64, per index slot (about 4/3 of
+    /// `max_objects` slots), reserved when the store is created, and a copy per put. 0 (the
+    /// default) keeps no copies.
+    pub fn inline_values(mut self, bytes: u32) -> Options {
+        self.inline_values = bytes;
         self
     }
 
@@ -179,9 +196,21 @@ impl Options {
                 format!("{max_objects} is outside 1..={}", u32::MAX),
             );
         }
-        Geometry::new(self.capacity, max_objects).ok_or_else(|| Error::InvalidOption {
+        let largest = MAX_RECORD - RECORD_HEADER;
+        if u64::from(self.inline_values) > largest {
+            return bad(
+                "inline_values",
+                format!(
+                    "{} bytes is more than the largest inline copy, {largest} bytes; larger \
+                     objects are read from their blocks anyway",
+                    self.inline_values
+                ),
+            );
+        }
+        let record_len = record_len_for(u64::from(self.inline_values));
+        Geometry::new(self.capacity, max_objects, record_len).ok_or_else(|| Error::InvalidOption {
             option: "capacity",
-            why: "the index would be too large".into(),
+            why: "the index (with its inline records) would be too large".into(),
         })
     }
 }
@@ -202,6 +231,7 @@ mod tests {
             d.lock_timeout(Duration::ZERO),
             d.capacity(MAX_ARENA + 1),
             d.max_objects(0),
+            d.inline_values(1017),
         ] {
             assert!(
                 matches!(bad.geometry(), Err(Error::InvalidOption { .. })),

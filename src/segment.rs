@@ -76,6 +76,7 @@ pub fn create(
         h.total_len.store(geo.total_len, Relaxed);
         h.index_off.store(geo.index_off, Relaxed);
         h.index_slots.store(geo.index_slots, Relaxed);
+        h.record_len.store(geo.record_len, Relaxed);
         h.arena_off.store(geo.arena_off, Relaxed);
         h.arena_len.store(geo.arena_len, Relaxed);
         h.geometry_check.store(geo.check_value(), Relaxed);

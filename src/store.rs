@@ -192,11 +192,13 @@ impl Store {
         // What the index really holds (a few more than asked, to a whole cache line), as
         // `open` reports it.
         let max_objects = Some(m.geo().max_live());
+        let inline_values = inline_values(m.geo());
         Ok(Store::from_mapping(
             name,
             m,
             Options {
                 max_objects,
+                inline_values,
                 ..options
             },
         ))
@@ -219,6 +221,7 @@ impl Store {
             lock_timeout: Duration::from_nanos(h.lock_timeout_ns.load(Relaxed)),
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
+            inline_values: inline_values(m.geo()),
         };
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
             || options.lock_timeout.is_zero()
@@ -735,6 +738,12 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     Ok(())
 }
 
+/// The largest object (key and value) a store of geometry `g` copies inline: what its
+/// records hold, which may be a little more than was asked for (records are whole lines).
+fn inline_values(g: &crate::layout::Geometry) -> u32 {
+    g.record_len.saturating_sub(crate::layout::RECORD_HEADER) as u32
+}
+
 /// Removes an entry: marks its block free (the commit point), then drops it from the index,
 /// the LRU list and the counts. Returns the bytes freed.
 fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
@@ -812,6 +821,58 @@ mod tests {
         fn drop(&mut self) {
             let _ = Store::destroy(self.0.name());
         }
+    }
+
+    #[test]
+    fn inline_copies_answer_gets_and_a_scribbled_copy_is_found_and_mended() {
+        use crate::optimistic::{Record, from_record};
+        let name = format!("test-unit-inline-{}", std::process::id());
+        let options = Options::default()
+            .capacity(1 << 20)
+            .min_free_mem_pct(0.0)
+            .inline_values(56);
+        let t = Temp(Store::create(&name, options).unwrap());
+        let s = &t.0;
+        assert_eq!(s.options().inline_values, 56, "one line per record");
+        assert_eq!(Store::open(&name).unwrap().options().inline_values, 56);
+        s.put_bytes("small", b"value").unwrap();
+        s.put_bytes("large", &[7; 100]).unwrap();
+        let m = &s.inner.m;
+        let slot = |key: &str| {
+            s.locked(|l| Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?))
+                .unwrap()
+                .unwrap()
+                .slot
+        };
+        let (small, large) = (slot("small"), slot("large"));
+        // The small object is answered from its copy; a key of the same length that is not
+        // the copy's is not; the large object has no copy and goes to its block.
+        assert!(matches!(
+            from_record(m, small, b"small", true),
+            Record::Answer(Outcome::Hit(Some(ref v))) if v == b"value"
+        ));
+        assert!(matches!(from_record(m, small, b"smalL", true), Record::OtherKey));
+        assert!(matches!(from_record(m, large, b"large", true), Record::NoCopy));
+        assert_eq!(s.get_bytes("large").unwrap().unwrap(), [7; 100]);
+        // Replacing the small object replaces its copy.
+        s.put_bytes("small", b"other").unwrap();
+        assert_eq!(s.get_bytes("small").unwrap().unwrap(), b"other");
+        s.check().unwrap();
+        // A scribbled copy: `check` finds it, `repair` copies the block again.
+        let small = slot("small");
+        s.locked(|l| l.write_record(small, 5, b"X")).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("inline record"), "{err}");
+        s.repair().unwrap();
+        s.check().unwrap();
+        assert_eq!(s.get_bytes("small").unwrap().unwrap(), b"other");
+        // A word claiming more bytes than a record holds sends the read to the lock.
+        let word = m.record_word(slot("small"));
+        word.store(crate::layout::record_word(5, 1 << 20), Relaxed);
+        assert!(matches!(
+            from_record(m, slot("small"), b"small", true),
+            Record::Answer(Outcome::Lock)
+        ));
     }
 
     fn memory(s: &Store) -> u64 {

@@ -5,7 +5,7 @@ use crate::kv::Kv;
 use crate::peers::hashmap::MutexMap;
 use crate::peers::lmdb::{self, TempDir};
 use crate::peers::redis::{RedisKv, RedisServer};
-use crate::peers::shm::{ShmBytes, ShmTyped, TempStore};
+use crate::peers::shm::{INLINE_VALUES, ShmBytes, ShmTyped, TempStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
@@ -13,6 +13,9 @@ pub enum System {
     Shm,
     /// shmstore's typed API (serde + bincode).
     ShmTyped,
+    /// shmstore's bytes API on a store that keeps inline copies of small objects
+    /// (`Options::inline_values`).
+    ShmInline,
     /// `HashMap` behind a `Mutex`, in-process (threads where a workload has several workers).
     Map,
     Lmdb,
@@ -20,9 +23,10 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Shm,
         System::ShmTyped,
+        System::ShmInline,
         System::Map,
         System::Lmdb,
         System::Redis,
@@ -32,6 +36,7 @@ impl System {
         match self {
             System::Shm => crate::report::BASE,
             System::ShmTyped => "shmstore typed",
+            System::ShmInline => "shmstore inline",
             System::Map => "HashMap+Mutex",
             System::Lmdb => "LMDB (heed)",
             System::Redis => "Redis",
@@ -50,6 +55,7 @@ impl System {
         match self {
             System::Shm => "shmstore",
             System::ShmTyped => "typed",
+            System::ShmInline => "inline",
             System::Map => "hashmap",
             System::Lmdb => "lmdb",
             System::Redis => "redis",
@@ -76,7 +82,7 @@ impl Selection {
         }
     }
 
-    /// A comma-separated list of `shmstore`, `typed`, `hashmap`, `lmdb`, `redis`, `python`,
+    /// A comma-separated list of `shmstore`, `typed`, `inline`, `hashmap`, `lmdb`, `redis`, `python`,
     /// `limits`.
     pub fn parse(list: &str) -> Result<Selection, String> {
         let mut sel = Selection {
@@ -93,7 +99,7 @@ impl Selection {
                 sel.systems.push(*s);
             } else {
                 return Err(format!(
-                    "unknown system {word:?}; use shmstore, typed, hashmap, lmdb, redis, python, limits"
+                    "unknown system {word:?}; use shmstore, typed, inline, hashmap, lmdb, redis, python, limits"
                 ));
             }
         }
@@ -132,6 +138,10 @@ impl<'r> Opened<'r> {
                 TempStore::new(tag, capacity, objects),
                 s == System::ShmTyped,
             ),
+            System::ShmInline => {
+                let options = TempStore::options(capacity, objects).inline_values(INLINE_VALUES);
+                Opened::Shm(TempStore::with_options(tag, options), false)
+            }
             System::Map => Opened::Map(MutexMap::default()),
             System::Lmdb => Opened::Lmdb(TempDir::new()),
             System::Redis => {

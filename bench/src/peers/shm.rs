@@ -17,11 +17,15 @@ impl TempStore {
     /// default index, one slot per KiB of capacity, is too small for 64-byte values), the
     /// memory threshold off (so that the machine's memory figure plays no part), rotate policy.
     pub fn new(tag: &str, capacity: u64, objects: usize) -> TempStore {
-        let options = Options::default()
+        TempStore::with_options(tag, TempStore::options(capacity, objects))
+    }
+
+    /// The options [`new`](TempStore::new) creates a store with.
+    pub fn options(capacity: u64, objects: usize) -> Options {
+        Options::default()
             .capacity(capacity)
             .max_objects(objects as u64 * 5 / 4 + 64)
-            .min_free_mem_pct(0.0);
-        TempStore::with_options(tag, options)
+            .min_free_mem_pct(0.0)
     }
 
     pub fn with_options(tag: &str, options: Options) -> TempStore {
@@ -55,6 +59,10 @@ impl Drop for TempStore {
         }
     }
 }
+
+/// The largest object (key and value) the "shmstore inline" rows copy beside the index: W1's
+/// 10-byte keys with 64-byte values fit, in 128-byte records.
+pub const INLINE_VALUES: u32 = 120;
 
 /// The bytes API: `put_bytes`, `get_bytes`.
 pub struct ShmBytes(pub Store);
