@@ -445,11 +445,22 @@ mod tests {
         let g = Geometry::new(1 << 20, 1000, 128).unwrap();
         assert_eq!(g.records_off(), g.index_off + g.index_slots * 8);
         assert!(g.records_off().is_multiple_of(64));
-        assert_eq!(g.arena_off, (g.records_off() + g.index_slots * 128).next_multiple_of(PAGE));
+        assert_eq!(
+            g.arena_off,
+            (g.records_off() + g.index_slots * 128).next_multiple_of(PAGE)
+        );
         for bad in [1, 63, 65, MAX_RECORD + 64] {
             assert!(Geometry::new(1 << 20, 1000, bad).is_none(), "{bad}");
         }
-        assert_eq!((record_len_for(0), record_len_for(1), record_len_for(56), record_len_for(57)), (0, 64, 64, 128));
+        assert_eq!(
+            (
+                record_len_for(0),
+                record_len_for(1),
+                record_len_for(56),
+                record_len_for(57)
+            ),
+            (0, 64, 64, 128)
+        );
         assert_eq!(record_lens(record_word(10, 64)), Some((10, 64)));
         assert_eq!(record_lens(0), None);
     }

@@ -839,10 +839,16 @@ mod tests {
         s.put_bytes("large", &[7; 100]).unwrap();
         let m = &s.inner.m;
         let slot = |key: &str| {
-            s.locked(|l| Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?))
-                .unwrap()
-                .unwrap()
-                .slot
+            s.locked(|l| {
+                Ok(index::find(
+                    l,
+                    key.as_bytes(),
+                    index::hash(l, key.as_bytes()),
+                )?)
+            })
+            .unwrap()
+            .unwrap()
+            .slot
         };
         let (small, large) = (slot("small"), slot("large"));
         // The small object is answered from its copy; a key of the same length that is not
@@ -851,8 +857,14 @@ mod tests {
             from_record(m, small, b"small", true),
             Record::Answer(Outcome::Hit(Some(ref v))) if v == b"value"
         ));
-        assert!(matches!(from_record(m, small, b"smalL", true), Record::OtherKey));
-        assert!(matches!(from_record(m, large, b"large", true), Record::NoCopy));
+        assert!(matches!(
+            from_record(m, small, b"smalL", true),
+            Record::OtherKey
+        ));
+        assert!(matches!(
+            from_record(m, large, b"large", true),
+            Record::NoCopy
+        ));
         assert_eq!(s.get_bytes("large").unwrap().unwrap(), [7; 100]);
         // Replacing the small object replaces its copy.
         s.put_bytes("small", b"other").unwrap();

@@ -180,8 +180,33 @@ fn create_text_and_json() {
         out.contains("created store") && out.contains("64 MiB") && out.contains("rotate"),
         "{out}"
     );
-    assert!(out.contains("0600"), "{out}");
+    assert!(out.contains("0600") && !out.contains("inline"), "{out}");
     assert!(fails(&["create", n.as_str(), "--capacity", "1MiB"], 1).contains("already exists"));
+    let i = Name::new("create-inline");
+    let err = fails(
+        &[
+            "create",
+            i.as_str(),
+            "--capacity",
+            "1MiB",
+            "--inline-values",
+            "2000",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("inline_values") && err.contains("1016"),
+        "{err}"
+    );
+    let out = ok(&[
+        "create",
+        i.as_str(),
+        "--capacity",
+        "1MiB",
+        "--inline-values",
+        "56",
+    ]);
+    assert!(out.contains("copied inline up to 56 bytes"), "{out}");
 
     let m = Name::new("create-json");
     let v = json(&[
@@ -193,9 +218,12 @@ fn create_text_and_json() {
         "strict",
         "--min-free",
         "0.5",
+        "--inline-values",
+        "100",
         "--group",
     ]);
     assert_eq!(v["name"], m.as_str());
+    assert_eq!(v["inline_values"], 120, "records are whole cache lines");
     assert_eq!(v["capacity"], 512 << 10);
     assert_eq!(v["put_policy"], "strict");
     assert_eq!(v["min_free_mem_pct"], 0.5);

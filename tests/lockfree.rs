@@ -129,8 +129,20 @@ fn lockfree_reader_child() {
 
 #[test]
 fn readers_see_only_whole_values_while_writers_churn_and_die() {
-    // Small enough that writers evict, compact and give pages back all the time.
-    let s = TempStore::new("lockfree", opts(2 << 20).put_policy(PutPolicy::Rotate));
+    churn(opts(2 << 20));
+}
+
+/// The same on a store that copies values of up to 1,016 bytes beside the index (about a
+/// tenth of the puts), which readers then read from the copies.
+#[test]
+fn readers_of_inline_copies_see_only_whole_values_while_writers_churn_and_die() {
+    churn(opts(2 << 20).inline_values(1016));
+}
+
+/// Two readers, two writers and a writer that dies mid-change, on a store created with
+/// `options` (small enough that writers evict, compact and give pages back all the time).
+fn churn(options: shmstore::Options) {
+    let s = TempStore::new("lockfree", options.put_policy(PutPolicy::Rotate));
     for i in 0..KEYS {
         let k = key(i);
         s.put_bytes(&k, &value(&k, 99, 0, 64)).unwrap();
