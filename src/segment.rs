@@ -68,6 +68,11 @@ pub fn create(
         os::fallocate(&fd, 0, geo.arena_off)
             .map_err(|e| os_err("fallocate (reserving header and index)", name, e))?;
         let map = os::Map::new(&fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
+        // Map header, index and inline records into this process's page tables now, as the
+        // arena's steps are (`Mapping::populate`): the creator's first puts land on random
+        // index pages (and record pages: 5,000 of them for W1's records), each a page fault
+        // otherwise. A hint: ignored where the kernel lacks it.
+        let _ = map.populate_write(0, geo.arena_off as usize);
         let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
         let m = Mapping::new(map, fd2, geo);
         let h = m.header();
