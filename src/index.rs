@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use siphasher::sip::SipHasher13;
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{LIVE, RECORD_HEADER, data_off, record_lens, record_word};
+use crate::layout::{BLOCK_HEADER, LIVE, RECORD_HEADER, UNIT, data_off, record_lens, record_word};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 
@@ -275,40 +275,43 @@ pub fn repoint(m: &Locked, found: Found, hash: u64, unit: u32) {
 
 /// Writes slot `i`'s inline record for the object in block `unit` (in a store with records):
 /// a copy of its key and value if they fit, else a word saying there is none. Called before
-/// the slot's entry is stored; the block must be complete. A block that cannot be read gets
-/// no copy (the lock-free read then goes to the block, and the locked path reports it).
+/// the slot's entry is stored; the block must be complete. A block that is not a sane live
+/// block gets no copy (the lock-free read then goes to the block, and the locked path
+/// reports it).
 fn fill_record(l: &Locked, i: u64, unit: u32) {
-    let record_len = l.geo().record_len;
-    if record_len == 0 {
+    if l.geo().record_len == 0 {
         return;
     }
-    let copy = (|| {
-        let b = l.block(unit).ok()?;
-        let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
-        if k.checked_add(v)? > record_len - RECORD_HEADER {
-            return None;
-        }
+    let copy = copyable(l, unit).and_then(|(k, v)| {
         let bytes = l.bytes(data_off(unit), (k + v) as usize).ok()?;
         l.write_record(i, 0, bytes).ok()?;
         Some(record_word(k, v))
-    })();
+    });
     fault!();
     l.record_word(i).store(copy.unwrap_or(0), Relaxed);
 }
 
+/// The key's and value's lengths of block `unit` if a record of this store copies it: the
+/// block is live, its key and value lie inside it, and they fit a record.
+fn copyable(l: &Locked, unit: u32) -> Option<(u64, u64)> {
+    let b = l.block(unit).ok()?;
+    let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
+    let inside = u64::from(b.size.load(Relaxed)) * UNIT;
+    let fits = k.checked_add(v)? <= l.geo().record_len.saturating_sub(RECORD_HEADER);
+    (b.state.load(Relaxed) == LIVE && BLOCK_HEADER + k + v <= inside && fits).then_some((k, v))
+}
+
 /// Whether slot `i`'s record is what [`fill_record`] would write for block `unit` (a store
-/// without records: always).
-fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> {
-    let record_len = l.geo().record_len;
-    if record_len == 0 {
+/// without records: always). The locked look-ups check it before they answer, so that a
+/// scribbled record is reported (and rebuilt) rather than read.
+pub fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> {
+    if l.geo().record_len == 0 {
         return Ok(true);
     }
-    let b = l.block(unit)?;
-    let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
     let word = l.record_word(i).load(Relaxed);
-    if k.saturating_add(v) > record_len - RECORD_HEADER {
+    let Some((k, v)) = copyable(l, unit) else {
         return Ok(word == 0);
-    }
+    };
     if record_lens(word) != Some((k, v)) {
         return Ok(false);
     }

@@ -69,10 +69,13 @@ impl Mapping {
     }
 
     /// The word at the start of index slot `i`'s inline record (see `layout::record_word`).
-    /// Only for a store with records (`record_len` > 0); `i` is wrapped into the table as
-    /// [`slot`](Mapping::slot) does.
+    /// Only for a store with records (`record_len` > 0: panics otherwise, a bug of the
+    /// caller); `i` is wrapped into the table as [`slot`](Mapping::slot) does.
     pub fn record_word(&self, i: u64) -> &AtomicU64 {
-        debug_assert!(self.geo.record_len > 0);
+        assert!(
+            self.geo.record_len > 0,
+            "a record word of a store without records"
+        );
         let off = self.record_off(i);
         // SAFETY: `record_off` wraps i below index_slots, and the geometry check put every
         // record (records_off + record_len * index_slots) inside the mapping; records are
@@ -103,8 +106,10 @@ impl Mapping {
     /// Copies `data` into index slot `i`'s record at `off` (after the record's word).
     pub fn write_record(&self, i: u64, off: u64, data: &[u8]) -> Result<(), Corruption> {
         let at = self.record_range(i, off, data.len())?;
-        // SAFETY: the range lies inside the mapping (checked); `data` cannot overlap the
-        // record (a caller copying from a block passes a copy, see `index::fill_record`).
+        // SAFETY: the range lies inside the record (checked), so inside the mapping, and
+        // before `arena_off`; `data` is private memory or a borrow of arena bytes (a block,
+        // as `index::fill_record` passes), which all lie at or after `arena_off`: the two
+        // cannot overlap. Only lock holders write records.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr().add(at), data.len()) };
         Ok(())
     }
@@ -131,14 +136,16 @@ impl Mapping {
         out: &mut Vec<u8>,
     ) -> Result<(), Corruption> {
         let at = self.record_range(i, off, len)?;
-        self.copy_out_at(at, len, out);
+        // SAFETY: `record_range` checked `len` bytes from `at` inside the mapping.
+        unsafe { self.copy_out_at(at, len, out) };
         Ok(())
     }
 
     /// [`equals_racy`](Mapping::equals_racy) for bytes at `off` of index slot `i`'s record.
     pub fn record_equals_racy(&self, i: u64, off: u64, want: &[u8]) -> Result<bool, Corruption> {
         let at = self.record_range(i, off, want.len())?;
-        Ok(self.equals_at(at, want))
+        // SAFETY: `record_range` checked `want.len()` bytes from `at` inside the mapping.
+        Ok(unsafe { self.equals_at(at, want) })
     }
 
     fn arena_range(&self, off: u64, len: usize) -> Result<usize, Corruption> {
@@ -181,6 +188,15 @@ impl Mapping {
         let _ = self.map.populate_write(at, len);
     }
 
+    /// Maps everything before the arena (header, index, inline records: reserved at
+    /// creation) into this process's page tables, so that its first writes there take no
+    /// page faults. A hint: errors are ignored.
+    pub fn populate_fixed(&self) {
+        if let Ok(len) = usize::try_from(self.geo.arena_off) {
+            let _ = self.map.populate_write(0, len);
+        }
+    }
+
     /// Asks the CPU to start loading the cache lines of arena bytes `[off, off + len)`, so
     /// that their misses overlap instead of following one another. A hint only: it reads
     /// nothing into the program and cannot fault, whatever the range holds.
@@ -212,7 +228,8 @@ impl Mapping {
         debug_assert!(at < self.geo.total_len);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: callers pass an offset below the segment's length (an arena offset below
-        // arena_len, or a slot below index_slots), so the address lies inside the mapping; a
+        // arena_len, a slot below index_slots, or a byte of a record, all wrapped or clamped
+        // by the callers), so the address lies inside the mapping; a
         // prefetch neither reads into the program nor faults, whatever the page.
         unsafe {
             let p = self.map.ptr().add(at as usize);
@@ -231,14 +248,18 @@ impl Mapping {
     /// back to the system would allocate it again, or raise SIGBUS on a full /dev/shm).
     pub fn copy_out_racy(&self, off: u64, len: usize, out: &mut Vec<u8>) -> Result<(), Corruption> {
         let at = self.arena_range(off, len)?;
-        self.copy_out_at(at, len, out);
+        // SAFETY: `arena_range` checked `len` bytes from `at` inside the mapping.
+        unsafe { self.copy_out_at(at, len, out) };
         Ok(())
     }
 
-    /// Appends the `len` bytes at mapping position `at` (checked by the caller) to `out`.
-    fn copy_out_at(&self, at: usize, len: usize, out: &mut Vec<u8>) {
+    /// Appends the `len` bytes at mapping position `at` to `out`.
+    ///
+    /// # Safety
+    /// `at..at + len` lies inside the mapping.
+    unsafe fn copy_out_at(&self, at: usize, len: usize, out: &mut Vec<u8>) {
         out.reserve(len);
-        // SAFETY: the caller checked that the source range lies inside the mapping, and the
+        // SAFETY: the source range lies inside the mapping (the caller's contract), and the
         // destination is `out`'s spare capacity (reserved above), private to this thread; no
         // reference to the shared bytes is made. A writer in another process (or thread) may
         // store to the source meanwhile: the copy may then be torn, which the caller detects
@@ -254,17 +275,21 @@ impl Mapping {
     /// the lock (the answer means something only if the caller's seqlock check passes).
     pub fn equals_racy(&self, off: u64, want: &[u8]) -> Result<bool, Corruption> {
         let at = self.arena_range(off, want.len())?;
-        Ok(self.equals_at(at, want))
+        // SAFETY: `arena_range` checked `want.len()` bytes from `at` inside the mapping.
+        Ok(unsafe { self.equals_at(at, want) })
     }
 
-    /// Whether the `want.len()` bytes at mapping position `at` (checked by the caller) equal
-    /// `want`, read as [`copy_out_at`](Mapping::copy_out_at) reads.
-    fn equals_at(&self, at: usize, want: &[u8]) -> bool {
+    /// Whether the `want.len()` bytes at mapping position `at` equal `want`, read as
+    /// [`copy_out_at`](Mapping::copy_out_at) reads.
+    ///
+    /// # Safety
+    /// `at..at + want.len()` lies inside the mapping.
+    unsafe fn equals_at(&self, at: usize, want: &[u8]) -> bool {
         const CHUNK: usize = 64;
         let mut buf = [0u8; CHUNK];
         for (i, chunk) in want.chunks(CHUNK).enumerate() {
             let piece = &mut buf[..chunk.len()];
-            // SAFETY: in bounds (the caller checked `want.len()` bytes from `at`); copied
+            // SAFETY: in bounds (the caller's contract: `want.len()` bytes from `at`); copied
             // through raw pointers into a local buffer, as in `copy_out_at`.
             unsafe {
                 let src = self.map.ptr().add(at + i * CHUNK);

@@ -136,13 +136,19 @@ impl Options {
     }
 
     /// Keep a copy of every object whose key and value together take at most `bytes` bytes
-    /// (up to 1016) in a record beside its index entry, so that a get of it reads one place
-    /// in memory instead of two (the index entry's record is fetched together with the
-    /// entry). For stores of many small objects read at random, where a get waits for
-    /// memory: in a store much larger than the CPU's caches it saves about one memory access
-    /// per get. Costs `bytes + 8`, rounded up to 64, per index slot (about 4/3 of
-    /// `max_objects` slots), reserved when the store is created, and a copy per put. 0 (the
-    /// default) keeps no copies.
+    /// (up to 1016) in an inline record of its index slot: records form an array after the
+    /// index, one per slot, so a get can fetch the slot and its record at once, both
+    /// addresses following from the key's hash, and never reads the object's block: one
+    /// wait for memory instead of two in a row. For stores of many small objects read at
+    /// random, much larger than the CPU's caches (W1: gets 10-30% faster, puts 10-30%
+    /// slower, which also write the copy; see docs/performance.md).
+    ///
+    /// Costs a record of `bytes + 8` bytes, rounded up to a multiple of 64, per index slot
+    /// (about 4/3 of `max_objects` slots), reserved when the store is created: the rounding
+    /// also raises the limit (`inline_values(100)` copies objects of up to 120 bytes, and
+    /// [`Store::options`](crate::Store::options) says 120). With the default `max_objects`
+    /// (one per KiB of capacity) records of 768 bytes and more take as much memory as the
+    /// capacity itself. 0 (the default) keeps no copies.
     pub fn inline_values(mut self, bytes: u32) -> Options {
         self.inline_values = bytes;
         self
@@ -209,8 +215,14 @@ impl Options {
         }
         let record_len = record_len_for(u64::from(self.inline_values));
         Geometry::new(self.capacity, max_objects, record_len).ok_or_else(|| Error::InvalidOption {
-            option: "capacity",
-            why: "the index (with its inline records) would be too large".into(),
+            option: if record_len > 0 {
+                "max_objects and inline_values"
+            } else {
+                "max_objects"
+            },
+            why: "the segment (header, index, records and arena) would be larger than 2^64 \
+                  bytes; lower max_objects"
+                .into(),
         })
     }
 }

@@ -66,13 +66,8 @@ pub fn create(
         // Header and index are written at random places from the start: back them now, so
         // that a full /dev/shm is an error here and never a SIGBUS later.
         os::fallocate(&fd, 0, geo.arena_off)
-            .map_err(|e| os_err("fallocate (reserving header and index)", name, e))?;
+            .map_err(|e| os_err("fallocate (reserving header, index and records)", name, e))?;
         let map = os::Map::new(&fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
-        // Map header, index and inline records into this process's page tables now, as the
-        // arena's steps are (`Mapping::populate`): the creator's first puts land on random
-        // index pages (and record pages: 5,000 of them for W1's records), each a page fault
-        // otherwise. A hint: ignored where the kernel lacks it.
-        let _ = map.populate_write(0, geo.arena_off as usize);
         let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
         let m = Mapping::new(map, fd2, geo);
         let h = m.header();
@@ -87,6 +82,12 @@ pub fn create(
         h.geometry_check.store(geo.check_value(), Relaxed);
         init(&m)?;
         h.ready.store(READY, Release);
+        // Map header, index and inline records into this process's page tables, as the
+        // arena's steps are (`Mapping::populate`): the creator's first puts land on random
+        // index pages (and record pages: 5,000 of them for W1's records), each a page fault
+        // otherwise. After `ready`, so that processes opening the store meanwhile do not
+        // wait for it; a hint, ignored where the kernel lacks it.
+        m.populate_fixed();
         Ok(m)
     })();
     if made.is_err() {

@@ -27,6 +27,9 @@ pub struct Stats {
     pub memory_bytes: u64,
     /// Objects the index accepts before rotation.
     pub max_objects: u64,
+    /// Largest object (key and value) copied into an inline record beside the index; 0 for
+    /// a store without records (see `Options::inline_values`).
+    pub inline_values: u64,
     pub hits: u64,
     pub misses: u64,
     /// Gets and `has` calls that took the lock instead of reading without it: a value over
@@ -79,6 +82,10 @@ impl Stats {
             committed_bytes: h.committed.load(Relaxed),
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
+            inline_values: m
+                .geo()
+                .record_len
+                .saturating_sub(crate::layout::RECORD_HEADER),
             hits: reads.hits,
             misses: reads.misses,
             locked_reads: reads.locked_reads,

@@ -622,6 +622,7 @@ impl Store {
                 line.misses.fetch_add(1, Relaxed);
                 return Ok(None);
             };
+            verify_record(l, found)?;
             let b = l.block(found.unit)?;
             // Promotion is lazy (CLOCK-style): mark the entry referenced and let eviction
             // give it a second chance; no list move, no neighbours touched.
@@ -646,7 +647,11 @@ impl Store {
             Outcome::Lock => {}
         }
         self.locked(|l| {
-            Ok(index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.is_some())
+            let found = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?;
+            if let Some(f) = found {
+                verify_record(l, f)?;
+            }
+            Ok(found.is_some())
         })
     }
 
@@ -736,6 +741,23 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     b.state.store(LIVE, Release);
     fault!();
     Ok(())
+}
+
+/// An error if the inline record of `found`'s slot (in a store with records) is not what the
+/// lock holder would write for its block: lock-free reads answer from records, so a
+/// scribbled one is reported here (which has the store rebuilt) rather than trusted. Locked
+/// look-ups come here when a lock-free read gave up, which a record with impossible lengths
+/// makes it do.
+fn verify_record(l: &Locked, found: Found) -> Result<(), Corruption> {
+    if index::record_agrees(l, found.slot, found.unit)? {
+        Ok(())
+    } else {
+        Err(crate::error::corrupt!(
+            "inline record {} is not a copy of block {}'s key and value",
+            found.slot,
+            found.unit
+        ))
+    }
 }
 
 /// The largest object (key and value) a store of geometry `g` copies inline: what its
@@ -864,6 +886,23 @@ mod tests {
         s.put_bytes("small", b"other").unwrap();
         assert_eq!(s.get_bytes("small").unwrap().unwrap(), b"other");
         s.check().unwrap();
+        // Gets read the copy, not the block: with the block's value bytes changed under the
+        // lock (and the seqlock word moved on, as a writer leaves it), a lock-free get still
+        // answers the copy; the locked path compares the two and reports the mismatch, and
+        // the rebuild that follows copies the block again.
+        s.locked(|l| {
+            l.begin_write();
+            let f = index::find(l, b"small", index::hash(l, b"small"))?.unwrap();
+            l.write(data_off(f.unit) + 5, b"BLOCK")
+        })
+        .unwrap();
+        assert_eq!(s.get_bytes("small").unwrap().unwrap(), b"other");
+        assert!(s.has("small").unwrap());
+        let err = s.get_with("small", <[u8]>::to_vec).unwrap_err().to_string();
+        assert!(err.contains("inline record"), "{err}");
+        assert_eq!(s.get_bytes("small").unwrap().unwrap(), b"BLOCK");
+        s.check().unwrap();
+        s.put_bytes("small", b"other").unwrap();
         // A scribbled copy: `check` finds it, `repair` copies the block again.
         let small = slot("small");
         s.locked(|l| l.write_record(small, 5, b"X")).unwrap();

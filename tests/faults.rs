@@ -46,6 +46,9 @@ fn scenario() -> Vec<Op> {
         rm("e"),
         put("j", 120_000),
         put("k", 60),
+        // A small object replaced by another small one: on a store with inline records, the
+        // record's copy is rewritten while its word still says it holds one.
+        put("k", 80),
     ];
     for j in 0..14 {
         ops.push(put(&format!("t{j}"), 30 + j));

@@ -26,8 +26,9 @@ pub struct Args {
     #[arg(long)]
     max_objects: Option<u64>,
     /// Keep a copy of each object whose key and value take at most this many bytes (up to
-    /// 1016) beside its index entry: faster random gets of small objects, for
-    /// BYTES + 8 (rounded up to 64) bytes of memory per index slot. 0: no copies.
+    /// 1016) in an inline record of its index slot: faster random gets of small objects, for
+    /// BYTES + 8 (rounded up to 64, which also raises the limit) bytes of memory per index
+    /// slot. 0: no copies.
     #[arg(long, default_value_t = 0)]
     inline_values: u32,
     /// Let the owner's group read and write the store too (mode 0660 instead of 0600).

@@ -95,7 +95,14 @@ fn text(
         ("memory held", fmt::bytes(s.memory_bytes)),
         (
             "objects",
-            format!("{} (index holds {})", s.objects, s.max_objects),
+            if s.inline_values > 0 {
+                format!(
+                    "{} (index holds {}; copies inline up to {} bytes)",
+                    s.objects, s.max_objects, s.inline_values
+                )
+            } else {
+                format!("{} (index holds {})", s.objects, s.max_objects)
+            },
         ),
         ("hits", s.hits.to_string()),
         ("misses", s.misses.to_string()),
