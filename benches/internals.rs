@@ -34,7 +34,7 @@ fn lock(c: &mut Criterion) {
 fn index(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     for n in [1_000, 100_000] {
-        let (t, keys) = TempStore::filled("index", n, 64);
+        let (t, keys) = TempStore::filled("index", n, 64, 0);
         let absent: Vec<String> = (n..2 * n).map(|i| format!("key-{i:06}")).collect();
         let order = shuffled(n);
         let mut i = 0;
@@ -58,7 +58,7 @@ fn index(c: &mut Criterion) {
 /// objects (so the free lists are not trivially empty); and cycling through mixed sizes.
 fn allocator(c: &mut Criterion) {
     let mut g = c.benchmark_group("allocator");
-    let (t, _) = TempStore::filled("alloc", 10_000, 64);
+    let (t, _) = TempStore::filled("alloc", 10_000, 64, 0);
     for (len, name) in [(64, "64B"), (4096, "4KiB"), (1 << 20, "1MiB")] {
         let v = vec![3u8; len];
         g.bench_function(format!("put_remove/{name}"), |b| {
@@ -89,7 +89,7 @@ fn allocator(c: &mut Criterion) {
 fn lru(c: &mut Criterion) {
     let mut g = c.benchmark_group("lru");
     let n = 100_000;
-    let (t, keys) = TempStore::filled("lru", n, 64);
+    let (t, keys) = TempStore::filled("lru", n, 64, 0);
     g.bench_function("get_hot_key", |b| {
         b.iter(|| t.0.get_with(&keys[0], |v| v.len()).expect("get"))
     });

@@ -46,18 +46,21 @@ fn get(c: &mut Criterion) {
             })
         });
     }
-    // As W1 does it: random keys of a store of 100,000.
+    // As W1 does it: random keys of a store of 100,000, without and with inline copies
+    // (`Options::inline_values`: the value is read from a record fetched with the slot).
     let n = 100_000;
-    let (t, keys) = TempStore::filled("get-many", n, 64);
     let order = shuffled(n);
-    let mut i = 0;
     g.throughput(Throughput::Bytes(64));
-    g.bench_function("get_bytes/64B_random_key_of_100k", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            t.0.get_bytes(&keys[order[i]]).expect("get")
-        })
-    });
+    for (inline, name) in [(0, ""), (120, "_inline")] {
+        let (t, keys) = TempStore::filled("get-many", n, 64, inline);
+        let mut i = 0;
+        g.bench_function(format!("get_bytes/64B_random_key_of_100k{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                t.0.get_bytes(&keys[order[i]]).expect("get")
+            })
+        });
+    }
     g.finish();
 }
 

@@ -14,6 +14,11 @@ impl TempStore {
     /// `capacity` bytes and an index for `objects` (with a quarter to spare); the
     /// machine's-memory threshold off, so that only the store is timed.
     pub fn new(tag: &str, capacity: u64, objects: usize) -> TempStore {
+        TempStore::with_inline(tag, capacity, objects, 0)
+    }
+
+    /// [`new`](TempStore::new), with inline copies of objects of up to `inline` bytes.
+    pub fn with_inline(tag: &str, capacity: u64, objects: usize, inline: u32) -> TempStore {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "criterion-{}-{}-{tag}",
@@ -23,13 +28,16 @@ impl TempStore {
         let options = Options::default()
             .capacity(capacity)
             .max_objects(objects as u64 * 5 / 4 + 64)
-            .min_free_mem_pct(0.0);
+            .min_free_mem_pct(0.0)
+            .inline_values(inline);
         TempStore(Store::create(&name, options).unwrap_or_else(|e| panic!("creating {name}: {e}")))
     }
 
-    /// A store holding keys `0..n` with `len`-byte values.
-    pub fn filled(tag: &str, n: usize, len: usize) -> (TempStore, Vec<String>) {
-        let t = TempStore::new(tag, (n as u64 * (len as u64 + 128) * 2).max(16 << 20), n);
+    /// A store holding keys `0..n` with `len`-byte values, with inline copies of objects
+    /// of up to `inline` bytes (0: none).
+    pub fn filled(tag: &str, n: usize, len: usize, inline: u32) -> (TempStore, Vec<String>) {
+        let capacity = (n as u64 * (len as u64 + 128) * 2).max(16 << 20);
+        let t = TempStore::with_inline(tag, capacity, n, inline);
         let keys = keys(n);
         let v = vec![7u8; len];
         for k in &keys {
