@@ -5,7 +5,8 @@
 //! Errors are fine; a signal, an abort, a panic or a hang of the child is a failure.
 //!
 //! - `scribbled_segments_give_errors_not_crashes`: a bounded proptest. Each case fills a store,
-//!   overwrites 1 to 64 places of its header, its index, its arena or all three (random bytes,
+//!   overwrites 1 to 64 places of its header, its index (with its inline records, in the
+//!   stores of odd seeds, which keep them), its arena or all three (random bytes,
 //!   0x00, 0xff, and above all small integers that look like valid sizes, offsets, states and
 //!   links, taken from the store's own layout), then runs the child.
 //! - `det_*`: hand-picked scribbles known to be dangerous. Each runs the same operations in a
@@ -73,6 +74,8 @@ mod hdr {
     pub const MAGIC: u64 = 0;
     pub const READY: u64 = 12;
     pub const INDEX_SLOTS: u64 = 32;
+    /// Bytes of each inline record (0: none); the records follow the index.
+    pub const RECORD_LEN: u64 = 208;
     pub const ARENA_OFF: u64 = 40;
     pub const ARENA_LEN: u64 = 48;
     pub const TOTAL_LEN: u64 = 16;
@@ -152,6 +155,7 @@ const HEADER_FIELDS: &[(u64, usize, &str)] = &[
     (144, 4, "mutex.__kind"),
     (192, 4, "lock_owner"),
     (196, 4, "recovering"),
+    (hdr::RECORD_LEN, 8, "record_len"),
     (200, 8, "lock_since_ns"),
     (256, 8, "top"),
     (264, 8, "committed"),
@@ -233,6 +237,8 @@ struct Blk {
 struct Layout {
     total_len: u64,
     index_slots: u64,
+    /// Bytes of each inline record (0: the store keeps none).
+    record_len: u64,
     arena_off: u64,
     arena_len: u64,
     top: u64,
@@ -249,6 +255,7 @@ impl Layout {
     fn read(name: &str) -> Layout {
         let bytes = std::fs::read(segment_path(name)).expect("read the segment file");
         let index_slots = u64_at(&bytes, hdr::INDEX_SLOTS);
+        let record_len = u64_at(&bytes, hdr::RECORD_LEN);
         let arena_off = u64_at(&bytes, hdr::ARENA_OFF);
         let arena_len = u64_at(&bytes, hdr::ARENA_LEN);
         let top = u64_at(&bytes, hdr::TOP);
@@ -281,6 +288,7 @@ impl Layout {
         Layout {
             total_len: bytes.len() as u64,
             index_slots,
+            record_len,
             arena_off,
             arena_len,
             top,
@@ -288,6 +296,14 @@ impl Layout {
             used_slots,
             free_bins,
             bytes,
+        }
+    }
+
+    /// A used index slot (any slot if none is used).
+    fn pick_slot(&self, pick: u16) -> u64 {
+        match self.used_slots.len() {
+            0 => pick as u64 % self.index_slots.max(1),
+            n => self.used_slots[pick as usize % n],
         }
     }
 
@@ -1068,7 +1084,9 @@ fn scribbled_case_within(
     choose: impl FnOnce(&Layout) -> Vec<Applied>,
     watchdog: Duration,
 ) -> Result<ChildRun, Failure> {
-    let ts = new_store();
+    // Odd seeds make stores with inline records, so that scribbles also land on records (and
+    // on the header's record_len) and lock-free reads answer from them.
+    let ts = new_store(seed % 2 == 1);
     fill(&ts, seed);
     let layout = Layout::read(&ts.name);
     let mut scribbles = choose(&layout);
@@ -1149,11 +1167,13 @@ fn bound_lock_timeout(name: &str) -> Option<Applied> {
     })
 }
 
-/// An empty store for a case. Its hash seed (random per store) is fixed while it is empty, so
-/// that the same fill lays out index and arena the same way every time: a case printed by a
-/// failure replays exactly.
-fn new_store() -> TempStore {
-    let ts = TempStore::new("scribble", options());
+/// An empty store for a case, with inline records (copies of objects of up to 120 bytes)
+/// if `records`. Its hash seed (random per store) is fixed while it is empty, so that the
+/// same fill lays out index and arena the same way every time: a case printed by a failure
+/// replays exactly.
+fn new_store(records: bool) -> TempStore {
+    let inline = if records { 120 } else { 0 };
+    let ts = TempStore::new("scribble", options().inline_values(inline));
     apply(
         &ts.name,
         &[applied(hdr::SEED, vec![0x5A; 16], "fixed hash seed")],
@@ -1185,6 +1205,9 @@ enum Target {
     Block { pick: u16, field: u8, at: u16 },
     /// Part of a used index slot: 0 the low half (unit + 1), 1 the tag, 2 all of it.
     Slot { pick: u16, part: u8 },
+    /// A byte of a used index slot's inline record (`at` below 8: its word); the slot itself
+    /// in a store without records.
+    Record { pick: u16, at: u16 },
 }
 
 /// What is written.
@@ -1319,11 +1342,24 @@ impl Scribble {
                 };
                 (off, w, format!("{state} block {} {name}", b.unit))
             }
+            Target::Record { pick, at } => {
+                let slot = l.pick_slot(pick);
+                if l.record_len == 0 {
+                    (hdr::INDEX + slot * 8, 8, format!("index slot {slot}"))
+                } else {
+                    let records = hdr::INDEX + l.index_slots * 8;
+                    let at = at as u64 % l.record_len;
+                    let (off, w) = if at < 8 { (0, 8) } else { (at, 0) };
+                    let name = if at < 8 { "word" } else { "bytes" };
+                    (
+                        records + slot * l.record_len + off,
+                        w,
+                        format!("record {slot} {name} at {off}"),
+                    )
+                }
+            }
             Target::Slot { pick, part } => {
-                let slot = match l.used_slots.len() {
-                    0 => pick as u64 % l.index_slots.max(1),
-                    n => l.used_slots[pick as usize % n],
-                };
+                let slot = l.pick_slot(pick);
                 let off = hdr::INDEX + slot * 8;
                 match part % 3 {
                     0 => (off, 4, format!("index slot {slot} unit")),
@@ -1363,13 +1399,20 @@ fn target(region: Region) -> BoxedStrategy<Target> {
     let block = (any::<u16>(), any::<u8>(), any::<u16>())
         .prop_map(|(pick, field, at)| Target::Block { pick, field, at });
     let slot = (any::<u16>(), any::<u8>()).prop_map(|(pick, part)| Target::Slot { pick, part });
+    let record = (any::<u16>(), any::<u16>()).prop_map(|(pick, at)| Target::Record { pick, at });
     match region {
         Region::Header => prop_oneof![3 => raw, 4 => field, 1 => free_head].boxed(),
-        Region::Index => prop_oneof![1 => raw, 3 => slot].boxed(),
+        Region::Index => prop_oneof![1 => raw, 3 => slot, 2 => record].boxed(),
         Region::Arena => prop_oneof![2 => raw, 4 => block].boxed(),
-        Region::All => {
-            prop_oneof![2 => raw, 2 => field, 1 => free_head, 2 => block, 2 => slot].boxed()
-        }
+        Region::All => prop_oneof![
+            2 => raw,
+            2 => field,
+            1 => free_head,
+            2 => block,
+            2 => slot,
+            1 => record
+        ]
+        .boxed(),
     }
 }
 
@@ -1523,7 +1566,7 @@ fn deterministic(case: impl Fn(&Layout) -> (Vec<Applied>, Option<Expect>)) {
     if let Err(f) = scribbled_case(DET_SEED, None, |l| case(l).0) {
         panic!("{}", f.message);
     }
-    let ts = new_store();
+    let ts = new_store(false);
     fill(&ts, DET_SEED);
     let layout = Layout::read(&ts.name);
     let (scribbles, expect) = case(&layout);
