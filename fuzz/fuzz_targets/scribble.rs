@@ -5,9 +5,13 @@
 //!
 //! Input: a list of scribbles, each `[region, off_lo, off_hi, len, bytes...]`:
 //! - `region % 4`: 0 the header (past magic, version and ready: those only make `open` fail or
-//!   wait), 1 the index, 2 the arena's used part (below `top`), 3 anywhere past byte 16;
+//!   wait), 1 the index (and its inline records, if the store has them), 2 the arena's used
+//!   part (below `top`), 3 anywhere past byte 16;
 //! - `off` (u16, little-endian) is scaled into the region;
 //! - `len % 16 + 1` bytes follow (fewer if the input ends).
+//!
+//! The store keeps inline records (`inline_values(120)`) when the input's first byte has its
+//! top bit set.
 //!
 //! Each run creates its own store (a unique name, a fixed hash seed), fills it the same way,
 //! applies the scribbles, runs the operations and destroys the store. A finding aborts the process, which
@@ -139,7 +143,8 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            // Header fields end at 38272 (layout version 4); the index starts at 40960.
+            // Header fields end at 38272 (layout version 6); the index starts at 40960, its
+            // records (if any) follow it, and the arena follows them.
             0 => (16, 38272),
             1 => (40960, arena_off.max(40961)),
             2 => (arena_off, arena_off + top.max(64)),
@@ -216,7 +221,12 @@ fuzz_target!(|data: &[u8]| {
     let options = Options::default()
         .capacity(256 << 10)
         .min_free_mem_pct(0.0)
-        .lock_timeout(Duration::from_millis(10));
+        .lock_timeout(Duration::from_millis(10))
+        .inline_values(if data.first().is_some_and(|b| b & 0x80 != 0) {
+            120
+        } else {
+            0
+        });
     let _ = Store::destroy(&name);
     let store = Store::create(&name, options).expect("create the store");
     let _destroy = Destroy(name.clone());
