@@ -296,9 +296,11 @@ fn fill_record(l: &Locked, i: u64, unit: u32) {
 fn copyable(l: &Locked, unit: u32) -> Option<(u64, u64)> {
     let b = l.block(unit).ok()?;
     let (k, v) = (b.key_len.load(Relaxed) as u64, b.val_len.load(Relaxed));
-    let inside = u64::from(b.size.load(Relaxed)) * UNIT;
-    let fits = k.checked_add(v)? <= l.geo().record_len.saturating_sub(RECORD_HEADER);
-    (b.state.load(Relaxed) == LIVE && BLOCK_HEADER + k + v <= inside && fits).then_some((k, v))
+    // Lengths come from the segment: checked arithmetic only.
+    let kv = k.checked_add(v)?;
+    let fits = kv <= l.geo().record_len.saturating_sub(RECORD_HEADER);
+    let inside = BLOCK_HEADER.checked_add(kv)? <= u64::from(b.size.load(Relaxed)) * UNIT;
+    (b.state.load(Relaxed) == LIVE && fits && inside).then_some((k, v))
 }
 
 /// Whether slot `i`'s record is what [`fill_record`] would write for block `unit` (a store
@@ -315,9 +317,7 @@ pub fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> 
     if record_lens(word) != Some((k, v)) {
         return Ok(false);
     }
-    let mut copy = Vec::new();
-    l.copy_record_racy(i, 0, (k + v) as usize, &mut copy)?;
-    Ok(copy == l.bytes(data_off(unit), (k + v) as usize)?)
+    l.record_equals_racy(i, 0, l.bytes(data_off(unit), (k + v) as usize)?)
 }
 
 /// Points an existing entry at the block its object was moved to, keeping its CLOCK bit

@@ -106,11 +106,11 @@ impl Mapping {
     /// Copies `data` into index slot `i`'s record at `off` (after the record's word).
     pub fn write_record(&self, i: u64, off: u64, data: &[u8]) -> Result<(), Corruption> {
         let at = self.record_range(i, off, data.len())?;
-        // SAFETY: the range lies inside the record (checked), so inside the mapping, and
-        // before `arena_off`; `data` is private memory or a borrow of arena bytes (a block,
-        // as `index::fill_record` passes), which all lie at or after `arena_off`: the two
-        // cannot overlap. Only lock holders write records.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr().add(at), data.len()) };
+        // SAFETY: the range lies inside the record (checked), so inside the mapping; `data`
+        // is a valid slice (private memory, or arena bytes a lock holder borrowed, as
+        // `index::fill_record` passes), and `ptr::copy` allows the two to overlap. Only lock
+        // holders write records.
+        unsafe { std::ptr::copy(data.as_ptr(), self.map.ptr().add(at), data.len()) };
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{Geometry, MAX_ARENA, MAX_RECORD, RECORD_HEADER, record_len_for};
+use crate::layout::{Geometry, MAX_ARENA, MAX_RECORD, PAGE, RECORD_HEADER, record_len_for};
 
 /// Longest lock timeout a store accepts (an opener trusts the one in the segment, so a
 /// scribbled one must not mean waiting forever).
@@ -171,11 +171,14 @@ impl Options {
                 "it is 0; give the store some bytes, e.g. 64 << 20".into(),
             );
         }
-        if self.capacity > MAX_ARENA {
+        // The arena is whole pages: the largest capacity is the last page boundary under
+        // MAX_ARENA (which is not one).
+        let largest_arena = MAX_ARENA / PAGE * PAGE;
+        if self.capacity.div_ceil(PAGE).saturating_mul(PAGE) > largest_arena {
             return bad(
                 "capacity",
                 format!(
-                    "{} bytes is more than the largest store, {MAX_ARENA} bytes",
+                    "{} bytes is more than the largest store, {largest_arena} bytes",
                     self.capacity
                 ),
             );
@@ -214,15 +217,10 @@ impl Options {
             );
         }
         let record_len = record_len_for(u64::from(self.inline_values));
+        // Every part was checked above; this only guards the arithmetic.
         Geometry::new(self.capacity, max_objects, record_len).ok_or_else(|| Error::InvalidOption {
-            option: if record_len > 0 {
-                "max_objects and inline_values"
-            } else {
-                "max_objects"
-            },
-            why: "the segment (header, index, records and arena) would be larger than 2^64 \
-                  bytes; lower max_objects"
-                .into(),
+            option: "capacity",
+            why: "the segment's size does not fit a 64-bit offset".into(),
         })
     }
 }
@@ -242,6 +240,7 @@ mod tests {
             d.min_free_mem_pct(f64::NAN),
             d.lock_timeout(Duration::ZERO),
             d.capacity(MAX_ARENA + 1),
+            d.capacity(MAX_ARENA),
             d.max_objects(0),
             d.inline_values(1017),
         ] {
@@ -249,6 +248,20 @@ mod tests {
                 matches!(bad.geometry(), Err(Error::InvalidOption { .. })),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_largest_capacity_is_the_last_whole_page_under_max_arena() {
+        let largest = MAX_ARENA / PAGE * PAGE;
+        let d = Options::default().max_objects(1024);
+        assert_eq!(d.capacity(largest).geometry().unwrap().arena_len, largest);
+        match d.capacity(largest + 1).geometry() {
+            Err(Error::InvalidOption { option, why }) => {
+                assert_eq!(option, "capacity");
+                assert!(why.contains("largest store"), "{why}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

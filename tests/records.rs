@@ -1,7 +1,7 @@
 //! Inline records (`Options::inline_values`) under scribbles: records are derived data, so
 //! whatever is written over them, no operation may panic or fail with anything but a clear
-//! error, `check` must say whether a live record was hit, and `repair` must give back every
-//! object exactly (the blocks, the truth, were not touched). A scribbled `record_len` in the
+//! error, `check` must fail exactly when what a used slot's record holds was changed, and
+//! `repair` must give back every object exactly (the blocks, the truth, were not touched). A scribbled `record_len` in the
 //! header must keep the store from opening.
 //!
 //! Offsets are the ones docs/design.md gives (geometry words at 16..56, `record_len` at 208,
@@ -91,6 +91,7 @@ fn scribbled_records_are_found_by_check_and_rebuilt_by_repair() {
                 s != 0 && s != u64::MAX
             })
             .collect();
+        let before = std::fs::read(path(name)).unwrap();
         let mut what = Vec::new();
         for _ in 0..1 + rng.below(16) {
             let slot = if rng.below(4) > 0 {
@@ -117,10 +118,33 @@ fn scribbled_records_are_found_by_check_and_rebuilt_by_repair() {
                 off % 128
             ));
         }
+        // `check` finds exactly the scribbles that changed what a used slot's record holds:
+        // its word, or the copy's bytes the word covers.
+        let after = std::fs::read(path(name)).unwrap();
+        let changed = used.iter().any(|&slot| {
+            let at = (records + slot * 128) as usize;
+            let word = u64::from_le_bytes(before[at..at + 8].try_into().unwrap());
+            let covered = if word >> 63 == 1 {
+                8 + ((word >> 32) & 0x7FFF_FFFF) as usize + (word & 0xFFFF_FFFF) as usize
+            } else {
+                8
+            };
+            before[at..at + covered] != after[at..at + covered]
+        });
+        match s.store.check() {
+            Ok(_) => assert!(
+                !changed,
+                "case {case} ({what:?}): check missed a changed record"
+            ),
+            Err(Error::Corrupt { .. }) => {
+                assert!(
+                    changed,
+                    "case {case} ({what:?}): check blamed an unchanged store"
+                )
+            }
+            Err(e) => panic!("case {case}: {e}"),
+        }
         exercise(&s.store);
-        // A scribble that changed nothing a live record holds passes `check`; one that did
-        // is found (a corruption `get_with` met was rebuilt already, so `check` may pass).
-        let _ = s.store.check();
         s.store.repair().unwrap();
         s.store
             .check()
@@ -179,4 +203,29 @@ fn a_scribbled_record_len_keeps_the_store_from_opening() {
     let again = Store::open(&s.name).unwrap();
     assert_eq!(again.get_bytes("k5").unwrap(), Some(value(5)));
     again.check().unwrap();
+}
+
+#[test]
+fn a_scribbled_value_length_near_the_top_of_u64_is_an_error_not_an_overflow() {
+    let s = TempStore::new("records-overflow", opts(1 << 20).inline_values(56));
+    s.store.put_bytes("ab", b"x").unwrap();
+    // The only block is the first of the arena; its `val_len` is at +16.
+    let arena_off = read_u64(&s.name, 40);
+    for bad in [u64::MAX - 2, u64::MAX - 49, u64::MAX] {
+        write_at(&s.name, arena_off + 16, &bad.to_le_bytes());
+        for r in [
+            s.store.get_with("ab", <[u8]>::to_vec).map(|_| ()),
+            s.store.get_bytes("ab").map(|_| ()),
+            s.store.has("ab").map(|_| ()),
+            s.store.check().map(|_| ()),
+        ] {
+            match r {
+                Ok(()) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => panic!("val_len {bad:#x}: {e}"),
+            }
+        }
+        write_at(&s.name, arena_off + 16, &1u64.to_le_bytes());
+        s.store.repair().unwrap();
+        s.store.check().unwrap();
+    }
 }
