@@ -303,10 +303,23 @@ fn copyable(l: &Locked, unit: u32) -> Option<(u64, u64)> {
     (b.state.load(Relaxed) == LIVE && fits && inside).then_some((k, v))
 }
 
-/// Whether slot `i`'s record is what [`fill_record`] would write for block `unit` (a store
-/// without records: always). The locked look-ups check it before they answer, so that a
-/// scribbled record is reported (and rebuilt) rather than read.
-pub fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> {
+/// An error unless slot `i`'s record is what [`fill_record`] would write for block `unit` (a
+/// store without records: never). [`validate`] checks every record with it, and the locked
+/// look-ups check the one they found before they answer: lock-free reads answer from
+/// records, so a scribbled one is reported there (which has the store rebuilt) rather than
+/// trusted; they come to the lock when a record's lengths are impossible.
+pub fn check_record(l: &Locked, i: u64, unit: u32) -> Result<(), Corruption> {
+    if record_agrees(l, i, unit)? {
+        Ok(())
+    } else {
+        Err(corrupt!(
+            "inline record {i} is not a copy of block {unit}'s key and value"
+        ))
+    }
+}
+
+/// Whether slot `i`'s record is what [`fill_record`] would write for block `unit`.
+fn record_agrees(l: &Locked, i: u64, unit: u32) -> Result<bool, Corruption> {
     if l.geo().record_len == 0 {
         return Ok(true);
     }
@@ -415,11 +428,7 @@ pub fn validate(l: &Locked, in_chain: impl Fn(u32) -> bool) -> Result<u64, Corru
                         ));
                     }
                 }
-                if !record_agrees(l, i, unit)? {
-                    return Err(corrupt!(
-                        "inline record {i} is not a copy of block {unit}'s key and value"
-                    ));
-                }
+                check_record(l, i, unit)?;
                 live += 1;
             }
         }

@@ -377,6 +377,12 @@ impl Geometry {
         self.index_off + self.index_slots * 8
     }
 
+    /// The largest object (key and value) the records hold (0: no records): a little more
+    /// than `Options::inline_values` asked for, as records are whole cache lines.
+    pub fn inline_values(&self) -> u64 {
+        self.record_len.saturating_sub(RECORD_HEADER)
+    }
+
     /// Live entries the index accepts before rotation.
     pub fn max_live(&self) -> u64 {
         self.index_slots / 4 * 3

@@ -85,9 +85,13 @@ impl Mapping {
 
     /// Mapping offset of index slot `i`'s inline record, wrapped into the table.
     fn record_off(&self, i: u64) -> u64 {
+        self.geo.records_off() + self.wrap(i) * self.geo.record_len
+    }
+
+    /// Slot number `i` wrapped into the table, so that no slot or record offset can leave it.
+    fn wrap(&self, i: u64) -> u64 {
         let n = self.geo.index_slots;
-        let i = if i < n { i } else { i % n };
-        self.geo.records_off() + i * self.geo.record_len
+        if i < n { i } else { i % n }
     }
 
     /// Mapping position of `len` bytes at `off` of index slot `i`'s record, after the
@@ -118,12 +122,7 @@ impl Mapping {
     /// [`prefetch`](Mapping::prefetch)).
     pub fn prefetch_record(&self, i: u64, len: u64) {
         let start = self.record_off(i);
-        let end = start + len.min(self.geo.record_len);
-        let mut at = start;
-        while at < end {
-            self.prefetch_at(at);
-            at += 64;
-        }
+        self.prefetch_lines(start, start + len.min(self.geo.record_len));
     }
 
     /// [`copy_out_racy`](Mapping::copy_out_racy) for `len` bytes at `off` of index slot
@@ -202,11 +201,8 @@ impl Mapping {
     /// nothing into the program and cannot fault, whatever the range holds.
     pub fn prefetch(&self, off: u64, len: u64) {
         let end = off.saturating_add(len).min(self.geo.arena_len);
-        let mut at = off / 64 * 64;
-        while at < end {
-            self.prefetch_at(self.geo.arena_off + at);
-            at += 64;
-        }
+        let start = off.min(end);
+        self.prefetch_lines(self.geo.arena_off + start, self.geo.arena_off + end);
     }
 
     /// Asks the CPU to start loading index slot `i`'s cache line (wrapped into the table as
@@ -218,9 +214,16 @@ impl Mapping {
 
     /// The mapping offset of index slot `i`, wrapped into the table.
     fn slot_off(&self, i: u64) -> u64 {
-        let n = self.geo.index_slots;
-        let i = if i < n { i } else { i % n };
-        self.geo.index_off + i * 8
+        self.geo.index_off + self.wrap(i) * 8
+    }
+
+    /// Prefetches the cache lines of mapping bytes `[start, end)` (`end` within the mapping).
+    fn prefetch_lines(&self, start: u64, end: u64) {
+        let mut at = start / 64 * 64;
+        while at < end {
+            self.prefetch_at(at);
+            at += 64;
+        }
     }
 
     /// The prefetch of the cache line holding byte `at` of the mapping (`at` < its length).

@@ -82,10 +82,7 @@ impl Stats {
             committed_bytes: h.committed.load(Relaxed),
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
-            inline_values: m
-                .geo()
-                .record_len
-                .saturating_sub(crate::layout::RECORD_HEADER),
+            inline_values: m.geo().inline_values(),
             hits: reads.hits,
             misses: reads.misses,
             locked_reads: reads.locked_reads,

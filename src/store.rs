@@ -192,7 +192,7 @@ impl Store {
         // What the index really holds (a few more than asked, to a whole cache line), as
         // `open` reports it.
         let max_objects = Some(m.geo().max_live());
-        let inline_values = inline_values(m.geo());
+        let inline_values = m.geo().inline_values() as u32;
         Ok(Store::from_mapping(
             name,
             m,
@@ -221,7 +221,7 @@ impl Store {
             lock_timeout: Duration::from_nanos(h.lock_timeout_ns.load(Relaxed)),
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
-            inline_values: inline_values(m.geo()),
+            inline_values: m.geo().inline_values() as u32,
         };
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
             || options.lock_timeout.is_zero()
@@ -622,7 +622,7 @@ impl Store {
                 line.misses.fetch_add(1, Relaxed);
                 return Ok(None);
             };
-            verify_record(l, found)?;
+            index::check_record(l, found.slot, found.unit)?;
             let b = l.block(found.unit)?;
             // Promotion is lazy (CLOCK-style): mark the entry referenced and let eviction
             // give it a second chance; no list move, no neighbours touched.
@@ -649,7 +649,7 @@ impl Store {
         self.locked(|l| {
             let found = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?;
             if let Some(f) = found {
-                verify_record(l, f)?;
+                index::check_record(l, f.slot, f.unit)?;
             }
             Ok(found.is_some())
         })
@@ -743,29 +743,6 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
     Ok(())
 }
 
-/// An error if the inline record of `found`'s slot (in a store with records) is not what the
-/// lock holder would write for its block: lock-free reads answer from records, so a
-/// scribbled one is reported here (which has the store rebuilt) rather than trusted. Locked
-/// look-ups come here when a lock-free read gave up, which a record with impossible lengths
-/// makes it do.
-fn verify_record(l: &Locked, found: Found) -> Result<(), Corruption> {
-    if index::record_agrees(l, found.slot, found.unit)? {
-        Ok(())
-    } else {
-        Err(crate::error::corrupt!(
-            "inline record {} is not a copy of block {}'s key and value",
-            found.slot,
-            found.unit
-        ))
-    }
-}
-
-/// The largest object (key and value) a store of geometry `g` copies inline: what its
-/// records hold, which may be a little more than was asked for (records are whole lines).
-fn inline_values(g: &crate::layout::Geometry) -> u32 {
-    g.record_len.saturating_sub(crate::layout::RECORD_HEADER) as u32
-}
-
 /// Removes an entry: marks its block free (the commit point), then drops it from the index,
 /// the LRU list and the counts. Returns the bytes freed.
 fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
@@ -832,10 +809,15 @@ mod tests {
     struct Temp(Store);
 
     impl Temp {
+        /// 64 MiB, the memory threshold off.
         fn new(tag: &str) -> Temp {
+            Temp::with(tag, Options::default().capacity(64 << 20))
+        }
+
+        /// A store created with `options`, the memory threshold off.
+        fn with(tag: &str, options: Options) -> Temp {
             let name = format!("test-unit-{tag}-{}", std::process::id());
-            let options = Options::default().capacity(64 << 20).min_free_mem_pct(0.0);
-            Temp(Store::create(&name, options).unwrap())
+            Temp(Store::create(&name, options.min_free_mem_pct(0.0)).unwrap())
         }
     }
 
@@ -848,15 +830,13 @@ mod tests {
     #[test]
     fn inline_copies_answer_gets_and_a_scribbled_copy_is_found_and_mended() {
         use crate::optimistic::{Record, from_record};
-        let name = format!("test-unit-inline-{}", std::process::id());
-        let options = Options::default()
-            .capacity(1 << 20)
-            .min_free_mem_pct(0.0)
-            .inline_values(56);
-        let t = Temp(Store::create(&name, options).unwrap());
+        let t = Temp::with(
+            "inline",
+            Options::default().capacity(1 << 20).inline_values(56),
+        );
         let s = &t.0;
         assert_eq!(s.options().inline_values, 56, "one line per record");
-        assert_eq!(Store::open(&name).unwrap().options().inline_values, 56);
+        assert_eq!(Store::open(s.name()).unwrap().options().inline_values, 56);
         s.put_bytes("small", b"value").unwrap();
         s.put_bytes("large", &[7; 100]).unwrap();
         let m = &s.inner.m;
@@ -1027,13 +1007,11 @@ mod tests {
 
     #[test]
     fn a_strict_put_refused_for_a_full_index_does_not_disturb_readers() {
-        let name = format!("test-unit-strictfull-{}", std::process::id());
         let options = Options::default()
             .capacity(1 << 20)
-            .min_free_mem_pct(0.0)
             .max_objects(48)
             .put_policy(PutPolicy::Strict);
-        let t = Temp(Store::create(&name, options).unwrap());
+        let t = Temp::with("strictfull", options);
         let s = &t.0;
         let max = s.options().max_objects.unwrap();
         for i in 0..max {

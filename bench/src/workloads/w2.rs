@@ -24,8 +24,11 @@ pub fn run(ctx: &mut Ctx) {
     // Twice the objects: a put over an existing key needs the new block before the old goes.
     let capacity = (n as u64 * (len as u64 + 4096) * 2).max(16 << 20);
     // Inline copies are for small objects: 1 MiB values would only be read from blocks.
-    let systems = System::ALL.map(|s| (s != System::ShmInline).then_some(s));
-    for s in ctx.systems(&systems.into_iter().flatten().collect::<Vec<_>>()) {
+    let systems: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|&s| s != System::ShmInline)
+        .collect();
+    for s in ctx.systems(&systems) {
         progress(&format!("W2 {}", s.label()));
         let mut opened = Opened::new(s, "w2", capacity, n, ctx.redis);
         let mut ok = true;

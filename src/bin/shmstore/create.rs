@@ -50,16 +50,14 @@ pub fn run(args: Args, format: Format) -> Outcome {
     if let Some(n) = args.max_objects {
         options = options.max_objects(n);
     }
-    let store = Store::create(&args.name, options)?;
-    let inline = store.options().inline_values;
-    let s = store.stats()?;
+    let s = Store::create(&args.name, options)?.stats()?;
     match format {
         Format::Json => fmt::json(
             &json!({
                 "name": args.name,
                 "capacity": s.capacity,
                 "max_objects": s.max_objects,
-                "inline_values": inline,
+                "inline_values": s.inline_values,
                 "put_policy": s.put_policy,
                 "min_free_mem_pct": s.min_free_mem_pct,
                 "mode": fmt::mode(s.mode),
@@ -71,10 +69,9 @@ pub fn run(args: Args, format: Format) -> Outcome {
             args.name,
             fmt::bytes(s.capacity),
             s.max_objects,
-            if inline > 0 {
-                format!(" (copied inline up to {inline} bytes)")
-            } else {
-                String::new()
+            match s.inline_values {
+                0 => String::new(),
+                n => format!(" (copied inline up to {n} bytes)"),
             },
             s.put_policy,
             fmt::percent(s.min_free_mem_pct),

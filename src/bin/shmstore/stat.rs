@@ -95,14 +95,15 @@ fn text(
         ("memory held", fmt::bytes(s.memory_bytes)),
         (
             "objects",
-            if s.inline_values > 0 {
-                format!(
-                    "{} (index holds {}; copies inline up to {} bytes)",
-                    s.objects, s.max_objects, s.inline_values
-                )
-            } else {
-                format!("{} (index holds {})", s.objects, s.max_objects)
-            },
+            format!(
+                "{} (index holds {}{})",
+                s.objects,
+                s.max_objects,
+                match s.inline_values {
+                    0 => String::new(),
+                    n => format!("; copies inline up to {n} bytes"),
+                }
+            ),
         ),
         ("hits", s.hits.to_string()),
         ("misses", s.misses.to_string()),
