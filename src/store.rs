@@ -509,11 +509,15 @@ impl Store {
                     fault!();
                     freed += retire(l, f.unit)?;
                 }
-                None => index::insert(l, hash, unit)?,
+                None => {
+                    index::insert(l, hash, unit)?;
+                    // A replacement leaves the count as it is: `stats` read meanwhile (without
+                    // the lock) sees the same number of objects throughout.
+                    l.add_held(&h.objects, 1);
+                }
             }
             lru::push_front(l, unit)?;
             fault!();
-            l.add_held(&h.objects, 1);
             // The block may be a little larger than asked for (a remainder too small to split).
             l.add_held(
                 &h.used_bytes,
@@ -748,6 +752,7 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
 fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
     index::remove(l, found);
     fault!();
+    l.sub_held(&l.header().objects, 1);
     retire(l, found.unit)
 }
 
@@ -762,8 +767,7 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     lru::unlink(l, unit)?;
     fault!();
     // Counted free before the allocator sees it: it decides from `used_bytes` whether to
-    // give pages back.
-    l.sub_held(&h.objects, 1);
+    // give pages back. (`objects` is the caller's: a replacement does not change it.)
     l.sub_held(&h.used_bytes, size);
     l.sub_held(&h.value_bytes, val);
     arena::free(l, unit)?;
