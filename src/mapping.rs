@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, RECORD_HEADER, UNIT};
-use crate::os::Map;
+use crate::os::{HUGE_PAGE, Map};
 
 pub struct Mapping {
     map: Map,
@@ -187,11 +187,19 @@ impl Mapping {
         let _ = self.map.populate_write(at, len);
     }
 
-    /// Maps everything before the arena (header, index, inline records: reserved at
-    /// creation) into this process's page tables, so that its first writes there take no
-    /// page faults. A hint: errors are ignored.
+    /// Puts everything before the arena (header, index, inline records: reserved at
+    /// creation, never given back) on huge pages where it spans whole ones, then maps it
+    /// into this process's page tables, so that its first writes there take no page faults.
+    /// Huge pages matter for the random index and record accesses of every operation: W1's
+    /// 21 MB of records are 5,000 small pages, far more than the CPU's TLB holds, and one
+    /// page-table walk per record access is what they cost otherwise. Hints: errors are
+    /// ignored (small pages, or faults on first touch, are the fallback).
     pub fn populate_fixed(&self) {
         if let Ok(len) = usize::try_from(self.geo.arena_off) {
+            let whole = len / HUGE_PAGE * HUGE_PAGE;
+            if whole > 0 {
+                let _ = self.map.collapse(0, whole);
+            }
             let _ = self.map.populate_write(0, len);
         }
     }

@@ -117,21 +117,49 @@ unsafe impl Send for Map {}
 // SAFETY: as above; `Map` itself has no interior state.
 unsafe impl Sync for Map {}
 
+/// The size of a transparent huge page on x86-64 and most arm64 kernels: mappings of at
+/// least this length start on a multiple of it, which is what lets the kernel map a huge page
+/// of the file with one page-table entry.
+pub const HUGE_PAGE: usize = 2 << 20;
+
 impl Map {
+    /// Maps `len` bytes of `fd` shared, readable and writable. A mapping of at least
+    /// [`HUGE_PAGE`] bytes starts on a multiple of it (the file offsets of huge pages are
+    /// multiples of it too, so only then can a huge page of the file be mapped whole).
     pub fn new(fd: &OwnedFd, len: usize) -> io::Result<Map> {
-        // SAFETY: a fresh mapping at a kernel-chosen address; it aliases no Rust object.
+        // Where there is no room for the reservation, the kernel's choice will do.
+        let at = len
+            .checked_add(HUGE_PAGE)
+            .filter(|_| len >= HUGE_PAGE)
+            .and_then(|r| Reservation::new(r).ok())
+            .and_then(|r| r.aligned(HUGE_PAGE, len));
+        let (addr, fixed) = match &at {
+            Some(a) => (a.0, libc::MAP_FIXED),
+            None => (std::ptr::null_mut(), 0),
+        };
+        // SAFETY: either a kernel-chosen address, or (MAP_FIXED) a range inside a reservation
+        // this function made and still owns, so nothing else in the process is replaced.
+        // The mapping aliases no Rust object.
         let p = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                addr,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | fixed,
                 fd.as_raw_fd(),
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+        let failed = (p == libc::MAP_FAILED).then(io::Error::last_os_error);
+        if let Some((addr, reservation)) = at {
+            // The file now owns the middle of the reservation: give back the rest. Had the
+            // mapping failed, the middle may be a hole that another thread's mmap can take at
+            // any moment, so it is not unmapped (at worst `len` bytes of address space that
+            // hold no memory stay reserved).
+            reservation.release_around(addr.cast(), len);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
@@ -166,6 +194,82 @@ impl Map {
             )
         })
         .map(|_| ())
+    }
+
+    /// Asks the kernel to back `[off, off + len)` with huge pages now (`MADV_COLLAPSE`,
+    /// Linux 6.1; on tmpfs it works whatever `/dev/shm`'s `huge=` mount option says, and the
+    /// administrator's `shmem_enabled = deny` still refuses it). The range must start and end
+    /// on [`HUGE_PAGE`] boundaries of the file. Contents are kept; other processes that map
+    /// the file at an aligned address (as [`Map::new`] does) then map those pages whole on
+    /// their first touch. A hint: on failure the pages simply stay small.
+    pub fn collapse(&self, off: usize, len: usize) -> io::Result<()> {
+        let end = off.checked_add(len).filter(|&e| e <= self.len);
+        if end.is_none() || !off.is_multiple_of(HUGE_PAGE) || !len.is_multiple_of(HUGE_PAGE) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: the range lies inside this mapping (checked); the advice replaces the pages
+        // behind it by a huge page holding the same bytes, which no reader can tell apart.
+        check(unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, MADV_COLLAPSE) })
+            .map(|_| ())
+    }
+}
+
+/// `MADV_COLLAPSE` from the kernel's uapi headers (the `libc` crate has no constant for it).
+const MADV_COLLAPSE: libc::c_int = 25;
+
+/// An inaccessible range of address space held only to pick an aligned place in it.
+struct Reservation {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Reservation {
+    fn new(len: usize) -> io::Result<Reservation> {
+        // SAFETY: a fresh, inaccessible, unbacked mapping at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Reservation { ptr: p, len })
+    }
+
+    /// The first multiple of `align` inside the reservation with `len` bytes after it.
+    fn aligned(self, align: usize, len: usize) -> Option<(*mut libc::c_void, Reservation)> {
+        let start = (self.ptr as usize).checked_next_multiple_of(align)?;
+        (start + len <= self.ptr as usize + self.len).then_some((start as *mut _, self))
+    }
+
+    /// Unmaps what lies before and after `[ptr, ptr + len)`, which something else now owns.
+    fn release_around(self, ptr: *mut u8, len: usize) {
+        let (lo, hi) = (self.ptr as usize, self.ptr as usize + self.len);
+        let (start, end) = (ptr as usize, ptr as usize + len);
+        // SAFETY: both ranges are parts of this reservation outside `[start, end)`, so they
+        // hold only the inaccessible anonymous pages made in `new`.
+        unsafe {
+            if start > lo {
+                libc::munmap(self.ptr, start - lo);
+            }
+            if hi > end {
+                libc::munmap(end as *mut libc::c_void, hi - end);
+            }
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range `new` mapped, which nothing else uses.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -513,6 +617,82 @@ mod tests {
         kid.wait().unwrap();
         assert_eq!(process_state(id), ProcessState::Gone);
         assert_eq!(process_state(i32::MAX as u32 + 1), ProcessState::Gone);
+    }
+
+    /// Unlinks a test's shared-memory object when dropped, also when the test fails.
+    struct Unlink(std::ffi::CString);
+
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = shm_unlink(&self.0);
+        }
+    }
+
+    #[test]
+    fn large_mappings_start_on_a_huge_page_and_keep_their_bytes_when_collapsed() {
+        let path = std::ffi::CString::new(format!("/shmstore-os-test-map-{}", pid())).unwrap();
+        let _ = shm_unlink(&path);
+        let fd = shm_create(&path, 0o600).unwrap();
+        let _gone = Unlink(path);
+        let len = 2 * HUGE_PAGE + 4096;
+        ftruncate(&fd, len as u64).unwrap();
+        fallocate(&fd, 0, len as u64).unwrap();
+        let a = Map::new(&fd, len).unwrap();
+        let b = Map::new(&fd, len).unwrap();
+        assert_eq!(
+            a.ptr() as usize % HUGE_PAGE,
+            0,
+            "a large mapping is aligned"
+        );
+        assert_eq!(
+            b.ptr() as usize % HUGE_PAGE,
+            0,
+            "a large mapping is aligned"
+        );
+        assert_ne!(a.ptr(), b.ptr());
+        let small = Map::new(&fd, 4096).unwrap();
+        // SAFETY (test): every offset written or read is inside all three mappings' lengths,
+        // and no reference into them is held.
+        let (write, read) = (
+            |m: &Map, off: usize, v: u8| unsafe { m.ptr().add(off).write_volatile(v) },
+            |m: &Map, off: usize| unsafe { m.ptr().add(off).read_volatile() },
+        );
+        let marks = [
+            0,
+            4095,
+            HUGE_PAGE - 1,
+            HUGE_PAGE,
+            2 * HUGE_PAGE - 1,
+            len - 1,
+        ];
+        for (i, &off) in marks.iter().enumerate() {
+            write(&a, off, i as u8 + 1);
+        }
+        assert_eq!(read(&small, 4095), 2, "a small mapping sees the same file");
+        for bad in [
+            (4096, HUGE_PAGE),
+            (0, 4096),
+            (0, 2 * HUGE_PAGE + 4096),
+            (HUGE_PAGE, 2 * HUGE_PAGE),
+        ] {
+            assert_eq!(
+                a.collapse(bad.0, bad.1).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad:?} is not whole huge pages inside the mapping"
+            );
+        }
+        // Whether the kernel gives a huge page is its choice; the bytes must be kept either way.
+        let collapsed = a.collapse(0, 2 * HUGE_PAGE);
+        for (i, &off) in marks.iter().enumerate() {
+            assert_eq!(read(&b, off), i as u8 + 1, "byte {off} after {collapsed:?}");
+            assert_eq!(read(&a, off), i as u8 + 1, "byte {off} after {collapsed:?}");
+        }
+        write(&b, HUGE_PAGE + 7, 99);
+        assert_eq!(
+            read(&a, HUGE_PAGE + 7),
+            99,
+            "the mappings still share the file"
+        );
     }
 
     #[test]
