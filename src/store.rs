@@ -662,7 +662,7 @@ impl Store {
     /// Removes `key`; `Ok(false)` if it was not there.
     pub fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        let early = index::Early::new(&self.inner.m, key.as_bytes());
+        let early = index::Early::without_records(&self.inner.m, key.as_bytes());
         let freed = self.locked(|l| {
             l.begin_write();
             let hash = early.under(l, key.as_bytes());
