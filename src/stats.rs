@@ -9,6 +9,11 @@ use crate::options::Options;
 use crate::recovery::Checked;
 
 /// Counters and sizes of a store, shared by every process that uses it.
+///
+/// Read without the lock, one figure after another: each is exact whenever no operation is
+/// under way, and a close snapshot when one is. While an object is being replaced,
+/// `used_bytes` and `value_bytes` may count the new block as well as the old one for a
+/// moment, never less than is stored, and `objects` does not move.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {

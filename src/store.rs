@@ -503,6 +503,14 @@ impl Store {
                 }
             };
             write_block(l, unit, key.as_bytes(), value)?;
+            // Counted before a replaced block is retired, so that `stats` read meanwhile
+            // (without the lock) never counts less than is stored. The block may be a little
+            // larger than asked for (a remainder too small to split).
+            l.add_held(
+                &h.used_bytes,
+                l.block(unit)?.size.load(Relaxed) as u64 * UNIT,
+            );
+            l.add_held(&h.value_bytes, value.len() as u64);
             match old {
                 Some(f) => {
                     index::repoint(l, f, hash, unit);
@@ -518,12 +526,6 @@ impl Store {
             }
             lru::push_front(l, unit)?;
             fault!();
-            // The block may be a little larger than asked for (a remainder too small to split).
-            l.add_held(
-                &h.used_bytes,
-                l.block(unit)?.size.load(Relaxed) as u64 * UNIT,
-            );
-            l.add_held(&h.value_bytes, value.len() as u64);
             l.add_held(&h.puts, 1);
             if index::crowded(l) {
                 rebuild_index(l)?;

@@ -599,3 +599,69 @@ fn a_waiter_gets_the_lock_when_the_holder_is_killed() {
     assert_eq!(s.count().unwrap(), 52);
     s.check().unwrap();
 }
+
+// ---- 5. Stats read while another process replaces objects -------------------------------------
+
+const REPLACED_KEYS: usize = 8;
+const REPLACED_LEN: usize = 1000;
+
+/// Child role "replacer": replaces the same keys with values of the same size, over and
+/// over, until the parent's file `stop` appears; creates `started` once it is at it.
+#[test]
+fn replacer_child() {
+    let Some(s) = child_store("replacer") else {
+        return;
+    };
+    let dir = PathBuf::from(child_env("SHMSTORE_TEST_DIR"));
+    let mut round = 0u8;
+    while !dir.join("stop").exists() {
+        round = round.wrapping_add(1);
+        for k in 0..REPLACED_KEYS {
+            s.put_bytes(&format!("r{k}"), &[round; REPLACED_LEN])
+                .unwrap();
+        }
+        if round == 1 {
+            std::fs::write(dir.join("started"), b"").unwrap();
+        }
+    }
+}
+
+/// `stats` takes no lock; while another process replaces objects with values of the same
+/// size, the figures it reads must never count fewer objects or bytes than are stored (a
+/// replacement may count the new block before the old one is gone, never the other way).
+#[test]
+fn stats_during_replacements_never_count_less_than_is_stored() {
+    let s = TempStore::new("replaced", opts(4 << 20).put_policy(PutPolicy::Strict));
+    s.put_bytes("r0", &[0; REPLACED_LEN]).unwrap();
+    let block = s.stats().unwrap().used_bytes;
+    for k in 1..REPLACED_KEYS {
+        s.put_bytes(&format!("r{k}"), &[0; REPLACED_LEN]).unwrap();
+    }
+    let (objects, values) = (REPLACED_KEYS as u64, (REPLACED_KEYS * REPLACED_LEN) as u64);
+    let dir = TempDir::new("replaced");
+    let env = [("SHMSTORE_TEST_DIR", dir.path.display().to_string())];
+    let mut kid = ChildProc::spawn("replacer_child", "replacer", &s.name, &env, true);
+    kid.wait_for_file(&dir.join("started"), WATCHDOG);
+    let start = Instant::now();
+    let mut reads = 0u64;
+    while start.elapsed() < Duration::from_millis(500) {
+        let st = s.stats().unwrap();
+        reads += 1;
+        assert_eq!(st.objects, objects, "read {reads}: objects");
+        assert!(
+            st.value_bytes == values || st.value_bytes == values + REPLACED_LEN as u64,
+            "read {reads}: {} value bytes, {values} stored",
+            st.value_bytes
+        );
+        assert!(
+            st.used_bytes >= objects * block,
+            "read {reads}: {} bytes used, at least {} stored",
+            st.used_bytes,
+            objects * block
+        );
+    }
+    std::fs::write(dir.join("stop"), b"").unwrap();
+    kid.expect_success(WATCHDOG);
+    assert_eq!(s.stats().unwrap().value_bytes, values);
+    s.check().unwrap();
+}
