@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, RECORD_HEADER, UNIT};
-use crate::os::{HUGE_PAGE, Map};
+use crate::os::{Map, huge_page};
 
 pub struct Mapping {
     map: Map,
@@ -196,7 +196,7 @@ impl Mapping {
     /// ignored (small pages, or faults on first touch, are the fallback).
     pub fn populate_fixed(&self) {
         if let Ok(len) = usize::try_from(self.geo.arena_off) {
-            let whole = len / HUGE_PAGE * HUGE_PAGE;
+            let whole = len / huge_page() * huge_page();
             if whole > 0 {
                 let _ = self.map.collapse(0, whole);
             }

@@ -7,6 +7,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -117,22 +118,48 @@ unsafe impl Send for Map {}
 // SAFETY: as above; `Map` itself has no interior state.
 unsafe impl Sync for Map {}
 
-/// The size of a transparent huge page on x86-64 and most arm64 kernels: mappings of at
-/// least this length start on a multiple of it, which is what lets the kernel map a huge page
-/// of the file with one page-table entry.
-pub const HUGE_PAGE: usize = 2 << 20;
+/// The size of the huge pages a file's pages can be collapsed into (a PMD's reach: 2 MiB on
+/// x86-64 and on arm64 with 4 KiB pages), as the kernel reports it; 2 MiB if it does not.
+/// Mappings of at least this length start on a multiple of it, which is what lets the kernel
+/// map a huge page of the file with one page-table entry.
+pub fn huge_page() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n.is_power_of_two() && n > page_size() && n <= 1 << 30)
+            .unwrap_or(2 << 20)
+    })
+}
+
+/// The size of a page (`sysconf(_SC_PAGESIZE)`; 4 KiB if it does not say).
+pub fn page_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf reads a system constant; no pointers.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n)
+            .ok()
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
 
 impl Map {
     /// Maps `len` bytes of `fd` shared, readable and writable. A mapping of at least
-    /// [`HUGE_PAGE`] bytes starts on a multiple of it (the file offsets of huge pages are
-    /// multiples of it too, so only then can a huge page of the file be mapped whole).
+    /// [`huge_page`] bytes starts on a multiple of it (the file offsets of huge pages are
+    /// multiples of it too, so only then can a huge page of the file be mapped whole), unless
+    /// there is no room for that: then the kernel picks the address.
     pub fn new(fd: &OwnedFd, len: usize) -> io::Result<Map> {
-        // Where there is no room for the reservation, the kernel's choice will do.
-        let at = len
-            .checked_add(HUGE_PAGE)
-            .filter(|_| len >= HUGE_PAGE)
+        let huge = huge_page();
+        // The mapping covers whole pages (the last one partly past the file's end).
+        let whole = len.checked_next_multiple_of(page_size());
+        let at = whole
+            .and_then(|w| w.checked_add(huge))
+            .filter(|_| len >= huge)
             .and_then(|r| Reservation::new(r).ok())
-            .and_then(|r| r.aligned(HUGE_PAGE, len));
+            .and_then(|r| r.aligned(huge, whole?));
         let (addr, fixed) = match &at {
             Some(a) => (a.0, libc::MAP_FIXED),
             None => (std::ptr::null_mut(), 0),
@@ -151,12 +178,12 @@ impl Map {
             )
         };
         let failed = (p == libc::MAP_FAILED).then(io::Error::last_os_error);
-        if let Some((addr, reservation)) = at {
+        if let (Some((addr, reservation)), Some(whole)) = (at, whole) {
             // The file now owns the middle of the reservation: give back the rest. Had the
             // mapping failed, the middle may be a hole that another thread's mmap can take at
-            // any moment, so it is not unmapped (at worst `len` bytes of address space that
-            // hold no memory stay reserved).
-            reservation.release_around(addr.cast(), len);
+            // any moment, so it is not unmapped: its `len` bytes of address space (no memory)
+            // stay reserved, once per failed open (`segment::open` does not retry after one).
+            reservation.release_around(addr.cast(), whole);
         }
         if let Some(e) = failed {
             return Err(e);
@@ -197,24 +224,36 @@ impl Map {
     }
 
     /// Asks the kernel to back `[off, off + len)` with huge pages now (`MADV_COLLAPSE`,
-    /// Linux 6.1; on tmpfs it works whatever `/dev/shm`'s `huge=` mount option says, and the
-    /// administrator's `shmem_enabled = deny` still refuses it). The range must start and end
-    /// on [`HUGE_PAGE`] boundaries of the file. Contents are kept; other processes that map
-    /// the file at an aligned address (as [`Map::new`] does) then map those pages whole on
-    /// their first touch. A hint: on failure the pages simply stay small.
+    /// Linux 6.1; on tmpfs it works whatever `/dev/shm`'s `huge=` mount option says). The
+    /// range must start and end on [`huge_page`] boundaries of the file. Contents are kept;
+    /// other processes that map the file at an aligned address (as [`Map::new`] does) then
+    /// map those pages whole on their first touch. The kernel may refuse: `shmem_enabled` set
+    /// to `deny`, huge pages disabled for this process (`PR_SET_THP_DISABLE`, inherited),
+    /// no free huge page (`ENOMEM`), a transient `EAGAIN` (retried twice here). A hint: on
+    /// failure the pages simply stay small.
     pub fn collapse(&self, off: usize, len: usize) -> io::Result<()> {
+        let huge = huge_page();
         let end = off.checked_add(len).filter(|&e| e <= self.len);
-        if end.is_none() || !off.is_multiple_of(HUGE_PAGE) || !len.is_multiple_of(HUGE_PAGE) {
+        if end.is_none() || !off.is_multiple_of(huge) || !len.is_multiple_of(huge) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        // SAFETY: the range lies inside this mapping (checked); the advice replaces the pages
-        // behind it by a huge page holding the same bytes, which no reader can tell apart.
-        check(unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, MADV_COLLAPSE) })
-            .map(|_| ())
+        let mut tries = 0;
+        loop {
+            // SAFETY: the range lies inside this mapping (checked); the advice replaces the
+            // pages behind it by huge pages holding the same bytes, which no reader can tell
+            // apart.
+            let rc =
+                unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, MADV_COLLAPSE) };
+            match check(rc) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 2 => tries += 1,
+                done => return done.map(|_| ()),
+            }
+        }
     }
 }
 
-/// `MADV_COLLAPSE` from the kernel's uapi headers (the `libc` crate has no constant for it).
+/// `MADV_COLLAPSE` from the kernel's uapi headers (the same on every architecture; the `libc`
+/// crate defines it for glibc targets only).
 const MADV_COLLAPSE: libc::c_int = 25;
 
 /// An inaccessible range of address space held only to pick an aligned place in it.
@@ -248,10 +287,12 @@ impl Reservation {
         (start + len <= self.ptr as usize + self.len).then_some((start as *mut _, self))
     }
 
-    /// Unmaps what lies before and after `[ptr, ptr + len)`, which something else now owns.
+    /// Unmaps what lies before and after `[ptr, ptr + len)` (whole pages), which something
+    /// else now owns.
     fn release_around(self, ptr: *mut u8, len: usize) {
         let (lo, hi) = (self.ptr as usize, self.ptr as usize + self.len);
         let (start, end) = (ptr as usize, ptr as usize + len);
+        debug_assert!(lo <= start && end <= hi && end.is_multiple_of(page_size()));
         // SAFETY: both ranges are parts of this reservation outside `[start, end)`, so they
         // hold only the inaccessible anonymous pages made in `new`.
         unsafe {
@@ -634,21 +675,14 @@ mod tests {
         let _ = shm_unlink(&path);
         let fd = shm_create(&path, 0o600).unwrap();
         let _gone = Unlink(path);
-        let len = 2 * HUGE_PAGE + 4096;
+        let huge = huge_page();
+        let len = 2 * huge + 4096;
         ftruncate(&fd, len as u64).unwrap();
         fallocate(&fd, 0, len as u64).unwrap();
         let a = Map::new(&fd, len).unwrap();
         let b = Map::new(&fd, len).unwrap();
-        assert_eq!(
-            a.ptr() as usize % HUGE_PAGE,
-            0,
-            "a large mapping is aligned"
-        );
-        assert_eq!(
-            b.ptr() as usize % HUGE_PAGE,
-            0,
-            "a large mapping is aligned"
-        );
+        assert_eq!(a.ptr() as usize % huge, 0, "a large mapping is aligned");
+        assert_eq!(b.ptr() as usize % huge, 0, "a large mapping is aligned");
         assert_ne!(a.ptr(), b.ptr());
         let small = Map::new(&fd, 4096).unwrap();
         // SAFETY (test): every offset written or read is inside all three mappings' lengths,
@@ -657,23 +691,16 @@ mod tests {
             |m: &Map, off: usize, v: u8| unsafe { m.ptr().add(off).write_volatile(v) },
             |m: &Map, off: usize| unsafe { m.ptr().add(off).read_volatile() },
         );
-        let marks = [
-            0,
-            4095,
-            HUGE_PAGE - 1,
-            HUGE_PAGE,
-            2 * HUGE_PAGE - 1,
-            len - 1,
-        ];
+        let marks = [0, 4095, huge - 1, huge, 2 * huge - 1, len - 1];
         for (i, &off) in marks.iter().enumerate() {
             write(&a, off, i as u8 + 1);
         }
         assert_eq!(read(&small, 4095), 2, "a small mapping sees the same file");
         for bad in [
-            (4096, HUGE_PAGE),
+            (4096, huge),
             (0, 4096),
-            (0, 2 * HUGE_PAGE + 4096),
-            (HUGE_PAGE, 2 * HUGE_PAGE),
+            (0, 2 * huge + 4096),
+            (huge, 2 * huge),
         ] {
             assert_eq!(
                 a.collapse(bad.0, bad.1).unwrap_err().kind(),
@@ -682,16 +709,40 @@ mod tests {
             );
         }
         // Whether the kernel gives a huge page is its choice; the bytes must be kept either way.
-        let collapsed = a.collapse(0, 2 * HUGE_PAGE);
+        let collapsed = a.collapse(0, 2 * huge);
         for (i, &off) in marks.iter().enumerate() {
             assert_eq!(read(&b, off), i as u8 + 1, "byte {off} after {collapsed:?}");
             assert_eq!(read(&a, off), i as u8 + 1, "byte {off} after {collapsed:?}");
         }
-        write(&b, HUGE_PAGE + 7, 99);
-        assert_eq!(
-            read(&a, HUGE_PAGE + 7),
-            99,
-            "the mappings still share the file"
+        write(&b, huge + 7, 99);
+        assert_eq!(read(&a, huge + 7), 99, "the mappings still share the file");
+    }
+
+    /// The `PROT_NONE` mappings of this process (start address of each), from /proc/self/maps.
+    fn inaccessible_mappings() -> Vec<usize> {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("---p"))
+            .map(|l| usize::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_aligned_mapping_of_a_file_with_a_partial_last_page_leaves_no_reservation_behind() {
+        let path = std::ffi::CString::new(format!("/shmstore-os-test-tail-{}", pid())).unwrap();
+        let _ = shm_unlink(&path);
+        let fd = shm_create(&path, 0o600).unwrap();
+        let _gone = Unlink(path);
+        let len = huge_page() + 100;
+        ftruncate(&fd, len as u64).unwrap();
+        let map = Map::new(&fd, len).unwrap();
+        let start = map.ptr() as usize;
+        assert_eq!(start % huge_page(), 0);
+        let tail = start + len.next_multiple_of(page_size());
+        assert!(
+            !inaccessible_mappings().contains(&tail),
+            "the reservation's tail at {tail:#x} is still mapped"
         );
     }
 

@@ -13,7 +13,8 @@ use crate::recovery::Checked;
 /// Read without the lock, one figure after another: each is exact whenever no operation is
 /// under way, and a close snapshot when one is. While an object is being replaced,
 /// `used_bytes` and `value_bytes` may count the new block as well as the old one for a
-/// moment, never less than is stored, and `objects` does not move.
+/// moment, never less than is stored, and `objects` does not move (unless the object being
+/// replaced has to go first to make room for its new value, in a store too full for both).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
