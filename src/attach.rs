@@ -132,6 +132,32 @@ pub fn prune_slot(m: &Mapping, i: usize) {
     }
 }
 
+/// Whether this process can tell, for every process that may use the store, whether one of
+/// its threads is alive: each process in the attach table is of this process's pid namespace
+/// (whose /proc this process sees), the table has room, and no process that found it full
+/// has ever read through the shared `unattached` lane. Thread ids from the lock word are
+/// judged only then (`lock.rs`): in another namespace a thread id names another thread, or
+/// none.
+pub fn one_namespace(m: &Mapping) -> bool {
+    let judge = os::pid_namespace();
+    let Some(me) = judge.id.filter(|_| judge.own_proc) else {
+        return false;
+    };
+    let h = m.header();
+    let mut room = false;
+    for slot in &h.attach {
+        match slot.owner.load(Acquire) {
+            0 => room = true,
+            word if (word >> 32) as u32 != me => return false,
+            _ => {}
+        }
+    }
+    let u = &h.unattached;
+    room && [&u.hits, &u.misses, &u.locked_reads, &u.reading]
+        .iter()
+        .all(|c| c.load(Relaxed) == 0)
+}
+
 /// The live processes that have the store open (one entry per open handle), after pruning
 /// the dead ones.
 pub fn live(m: &Mapping) -> Vec<u32> {

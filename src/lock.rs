@@ -21,8 +21,9 @@ use std::cell::Cell;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU64, fence};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::attach;
 use crate::error::Corruption;
 use crate::mapping::Mapping;
 use crate::os;
@@ -81,8 +82,7 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         round += 1;
     }
     if rc == libc::EBUSY {
-        // SAFETY: as above.
-        rc = unsafe { os::mutex_lock_for(mutex, timeout) };
+        rc = wait(m, timeout);
     }
     let acquired = match rc {
         0 => Acquired::Clean,
@@ -108,6 +108,54 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         poisoned: Cell::new(false),
     };
     Ok((guard, acquired))
+}
+
+/// How often a process waiting for the lock looks whether the lock word names a thread that
+/// is gone ([`release_orphan`]). A holder keeps the lock well under a microsecond, or a
+/// few milliseconds when descheduled; a wait this long is rare, and the look costs a read of
+/// one /proc file.
+const ORPHAN_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits for the lock for at most `timeout`, in slices of [`ORPHAN_CHECK`], releasing an
+/// orphaned lock between them. Returns the pthread error code, as `mutex_lock_for` does.
+fn wait(m: &Mapping, timeout: Duration) -> i32 {
+    let mutex = m.header().mutex.get();
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        // SAFETY: the mutex was initialised by the creator before the store was marked
+        // ready, and the mapping outlives this call.
+        let rc = unsafe { os::mutex_lock_for(mutex, left.min(ORPHAN_CHECK)) };
+        if rc != libc::ETIMEDOUT || left <= ORPHAN_CHECK {
+            return rc;
+        }
+        release_orphan(m);
+    }
+}
+
+/// A lock word can name a thread that no longer exists without saying that its owner died:
+/// a scribbled word, or an owner whose robust list the kernel could not walk when it exited.
+/// Nobody would ever unlock it, and every operation would wait its full timeout until the
+/// store is destroyed. When the thread it names is gone, and that can be told from here
+/// ([`attach::one_namespace`]), this does what the kernel does when a robust mutex's owner
+/// dies: the next locker gets `EOWNERDEAD` and rebuilds the store, as after any holder's
+/// death. (A thread's robust list is walked when it exits, before its id is released: the
+/// word of a holder that died the usual way says so by the time its id is gone.)
+fn release_orphan(m: &Mapping) {
+    let mutex = m.header().mutex.get();
+    // SAFETY: as in `wait`.
+    let Some(word) = (unsafe { os::mutex_word(mutex) }) else {
+        return;
+    };
+    let tid = os::mutex_word_owner(word);
+    if tid == 0 || os::mutex_word_owner_died(word) || !attach::one_namespace(m) {
+        return;
+    }
+    if os::process_state(tid) == os::ProcessState::Gone {
+        // SAFETY: as in `wait`; the thread the word names is gone (checked just above, and
+        // the word must still be the one read, or nothing is changed).
+        unsafe { os::mutex_release_orphan(mutex, word) };
+    }
 }
 
 impl Locked<'_> {

@@ -510,6 +510,80 @@ pub unsafe fn mutex_kind_ok(m: *mut libc::pthread_mutex_t) -> bool {
     }
 }
 
+/// The futex word of a robust mutex: glibc keeps it first (`__lock`), and the kernel's
+/// robust-futex protocol (futex(2)) fixes what it holds: the owner's thread id in the low 30
+/// bits, then `FUTEX_OWNER_DIED` and `FUTEX_WAITERS`. `None` where the layout is not known.
+///
+/// # Safety
+/// `m` points to a `pthread_mutex_t` in a live mapping.
+pub unsafe fn mutex_word(m: *mut libc::pthread_mutex_t) -> Option<u32> {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    {
+        // SAFETY: the word is the mutex's first 4 bytes (caller: a live mutex, 64-aligned in
+        // the header), read atomically because other processes change it.
+        let word = unsafe { &*m.cast::<std::sync::atomic::AtomicU32>() };
+        Some(word.load(std::sync::atomic::Ordering::Acquire))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+    {
+        let _ = m;
+        None
+    }
+}
+
+/// The owner thread id a [`mutex_word`] names.
+pub fn mutex_word_owner(word: u32) -> u32 {
+    word & FUTEX_TID_MASK
+}
+
+/// Whether a [`mutex_word`] says its owner died (the next locker gets `EOWNERDEAD`).
+pub fn mutex_word_owner_died(word: u32) -> bool {
+    word & FUTEX_OWNER_DIED != 0
+}
+
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+
+/// Does for a mutex whose word still names a thread that is gone what the kernel does when
+/// a robust mutex's owner exits: replaces the word, if it still is `seen`, by
+/// `FUTEX_OWNER_DIED` (keeping `FUTEX_WAITERS`), and wakes one waiter. The next locker then
+/// gets `EOWNERDEAD`, as after any holder's death. Returns whether the word was replaced.
+///
+/// # Safety
+/// As for [`mutex_word`]; the caller has made sure the thread `seen` names is gone.
+pub unsafe fn mutex_release_orphan(m: *mut libc::pthread_mutex_t, seen: u32) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        // SAFETY: as in `mutex_word`.
+        let word = unsafe { &*m.cast::<std::sync::atomic::AtomicU32>() };
+        let died = (seen & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+        if word.compare_exchange(seen, died, AcqRel, Relaxed).is_err() {
+            return false;
+        }
+        // SAFETY: a shared (not private) wake on the word's address, as the mutex is
+        // process-shared; the kernel only reads the address. At most one waiter is woken.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                m.cast::<u32>(),
+                libc::FUTEX_WAKE,
+                1,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0,
+            )
+        };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+    {
+        let _ = (m, seen);
+        false
+    }
+}
+
 /// `pthread_mutex_trylock`; returns the pthread error code (0 on success).
 ///
 /// # Safety

@@ -665,3 +665,64 @@ fn stats_during_replacements_never_count_less_than_is_stored() {
     assert_eq!(s.stats().unwrap().value_bytes, values);
     s.check().unwrap();
 }
+
+// ---- 6. A lock word that names a thread which is gone ------------------------------------------
+
+/// Overwrites the futex word of the store's mutex (the first 4 bytes of the mutex, at byte
+/// 128 of the segment: glibc's `__lock`) with `tid`, as if that thread held the lock, without
+/// the kernel knowing it: a scribble, or an owner whose robust list was lost.
+fn forge_lock_owner(name: &str, tid: u32) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/shmstore.{name}"))
+        .unwrap();
+    file.write_all_at(&tid.to_le_bytes(), 128).unwrap();
+}
+
+/// A lock word naming a thread that no longer exists is released (as the kernel releases a
+/// dead owner's robust mutex) instead of making every operation wait for its full timeout
+/// until the store is destroyed; one naming a live thread is left alone.
+#[test]
+fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
+    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
+        eprintln!("the mutex's layout is known for 64-bit glibc only: not tested");
+        return;
+    }
+    let s = TempStore::new(
+        "orphan",
+        opts(4 << 20).lock_timeout(Duration::from_millis(400)),
+    );
+    fill(&s, 20);
+    // A live process's id: its thread holds nothing, but the word says it does.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    forge_lock_owner(&s.name, sleeper.id());
+    match s.put("blocked", &1u64) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("a put past a lock its word says a live thread holds gave {other:?}"),
+    }
+    assert_eq!(
+        s.stats().unwrap().objects,
+        20,
+        "the refused put changed the store"
+    );
+    // Once that process is gone, the next operation releases the lock and recovers.
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let recoveries = s.stats().unwrap().recoveries;
+    assert!(s.put("after", &2u64).unwrap());
+    assert_eq!(s.stats().unwrap().recoveries, recoveries + 1);
+    // And a word naming a thread that was already gone before anyone waited.
+    let mut quick = std::process::Command::new("true").spawn().unwrap();
+    let gone = quick.id();
+    quick.wait().unwrap();
+    forge_lock_owner(&s.name, gone);
+    assert_eq!(s.get::<u64>("after").unwrap(), Some(2));
+    assert!(s.put("later", &3u64).unwrap());
+    check_filled(&s, 20);
+    assert_eq!(s.count().unwrap(), 22);
+    s.check().unwrap();
+}
