@@ -53,6 +53,8 @@ pub fn register(m: &Mapping, me: u64) -> Option<usize> {
             prune(m);
         }
     }
+    // For good: from now on a process may use the store unlisted (see `one_namespace`).
+    m.header().unattached.reading.store(1, Release);
     None
 }
 
@@ -134,28 +136,33 @@ pub fn prune_slot(m: &Mapping, i: usize) {
 
 /// Whether this process can tell, for every process that may use the store, whether one of
 /// its threads is alive: each process in the attach table is of this process's pid namespace
-/// (whose /proc this process sees), the table has room, and no process that found it full
-/// has ever read through the shared `unattached` lane. Thread ids from the lock word are
-/// judged only then (`lock.rs`): in another namespace a thread id names another thread, or
-/// none.
+/// (whose /proc this process sees), and no process ever found the table full (such a
+/// process uses the store unlisted, perhaps from another namespace; the first one marks
+/// `unattached.reading` for good). Thread ids from the lock word are judged only then
+/// (`lock.rs`): in another namespace a thread id names another thread, or none.
 pub fn one_namespace(m: &Mapping) -> bool {
     let judge = os::pid_namespace();
     let Some(me) = judge.id.filter(|_| judge.own_proc) else {
         return false;
     };
     let h = m.header();
-    let mut room = false;
-    for slot in &h.attach {
-        match slot.owner.load(Acquire) {
-            0 => room = true,
-            word if (word >> 32) as u32 != me => return false,
-            _ => {}
-        }
-    }
-    let u = &h.unattached;
-    room && [&u.hits, &u.misses, &u.locked_reads, &u.reading]
-        .iter()
-        .all(|c| c.load(Relaxed) == 0)
+    h.unattached.reading.load(Acquire) == 0
+        && h.attach.iter().all(|slot| match slot.owner.load(Acquire) {
+            0 => true,
+            word => (word >> 32) as u32 == me,
+        })
+}
+
+/// Whether the process `word` (an owner word, [`owner`]) names is gone, as far as this
+/// process can tell (never for an owner of another or unknown pid namespace).
+pub fn owner_gone(word: u64) -> bool {
+    let judge = os::pid_namespace();
+    let (pid, ns) = (word as u32, (word >> 32) as u32);
+    pid != 0
+        && ns != 0
+        && judge.own_proc
+        && judge.id == Some(ns)
+        && os::process_state(pid) == os::ProcessState::Gone
 }
 
 /// The live processes that have the store open (one entry per open handle), after pruning

@@ -117,8 +117,9 @@ pub struct ReadLane {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Lock-free reads under way (`optimistic.rs`): while any lane of a live process
-    /// counts one, no page of the arena is given back to the system. Unused in
-    /// `unattached`.
+    /// counts one, no page of the arena is given back to the system. In `unattached`, set
+    /// to 1 for good by the first process that found the attach table full (see
+    /// `attach::one_namespace`).
     pub reading: AtomicU64,
     /// Gets and `has` calls that had to take the lock after all (a value over the lock-free
     /// limit, a busy writer, a recovery due). A shard, like `hits`.
@@ -164,7 +165,10 @@ pub struct Header {
     /// Bytes of each inline record (0: none). Geometry, written once by the creator; here
     /// because the geometry's own line had no room left.
     pub record_len: AtomicU64,
-    pub _reserved1: [AtomicU64; 5],
+    /// `pid_ns << 32 | pid` of the process releasing an orphaned lock word (0: none): one
+    /// releaser at a time (see `lock.rs`, `release_orphan`).
+    pub orphan_claim: AtomicU64,
+    pub _reserved1: [AtomicU64; 4],
     // structure, changed only under the lock
     pub top: AtomicU64,
     pub committed: AtomicU64,

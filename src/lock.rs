@@ -9,7 +9,8 @@
 //!
 //! The fast path is one `trylock`; when it fails, a few more with a short exponential
 //! back-off (a few microseconds in all), then `pthread_mutex_clocklock(CLOCK_MONOTONIC)`
-//! waits in the kernel, immune to wall-clock jumps; the fine clock is read only then (each
+//! waits in the kernel, immune to wall-clock jumps, in slices of 100 ms between which it
+//! releases a lock whose word names a thread that is gone ([`release_orphan`]); the fine clock is read only then (each
 //! acquisition stamps `lock_since_ns` from the coarse one). A [`Locked`]
 //! guard proves the lock is held; it is the only way to borrow arena bytes, and dropping it
 //! unlocks. A holder that changes anything first calls [`Locked::begin_write`], which makes
@@ -19,7 +20,7 @@
 
 use std::cell::Cell;
 use std::ops::Deref;
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU64, fence};
 use std::time::{Duration, Instant};
 
@@ -111,13 +112,14 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
 }
 
 /// How often a process waiting for the lock looks whether the lock word names a thread that
-/// is gone ([`release_orphan`]). A holder keeps the lock well under a microsecond, or a
-/// few milliseconds when descheduled; a wait this long is rare, and the look costs a read of
-/// one /proc file.
+/// is gone ([`release_orphan`]), and it looks once more when the wait times out. A holder
+/// keeps the lock well under a microsecond, or a few milliseconds when descheduled; a wait
+/// this long is rare, and the look costs a read of one /proc file.
 const ORPHAN_CHECK: Duration = Duration::from_millis(100);
 
 /// Waits for the lock for at most `timeout`, in slices of [`ORPHAN_CHECK`], releasing an
-/// orphaned lock between them. Returns the pthread error code, as `mutex_lock_for` does.
+/// orphaned lock after each slice that times out (the last one too). Returns the pthread
+/// error code, as `mutex_lock_for` does.
 fn wait(m: &Mapping, timeout: Duration) -> i32 {
     let mutex = m.header().mutex.get();
     let start = Instant::now();
@@ -126,10 +128,20 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
         // SAFETY: the mutex was initialised by the creator before the store was marked
         // ready, and the mapping outlives this call.
         let rc = unsafe { os::mutex_lock_for(mutex, left.min(ORPHAN_CHECK)) };
-        if rc != libc::ETIMEDOUT || left <= ORPHAN_CHECK {
+        if rc != libc::ETIMEDOUT {
             return rc;
         }
-        release_orphan(m);
+        if release_orphan(m) {
+            // SAFETY: as above. The word now says the owner died: this gets EOWNERDEAD,
+            // unless another waiter was woken first (then EBUSY: wait on).
+            let rc = unsafe { os::mutex_trylock(mutex) };
+            if rc != libc::EBUSY {
+                return rc;
+            }
+        }
+        if left <= ORPHAN_CHECK {
+            return libc::ETIMEDOUT;
+        }
     }
 }
 
@@ -141,21 +153,46 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
 /// dies: the next locker gets `EOWNERDEAD` and rebuilds the store, as after any holder's
 /// death. (A thread's robust list is walked when it exits, before its id is released: the
 /// word of a holder that died the usual way says so by the time its id is gone.)
-fn release_orphan(m: &Mapping) {
-    let mutex = m.header().mutex.get();
+///
+/// One releaser at a time, by the header's `orphan_claim` (a claimer that is gone is taken
+/// over): while it holds the claim nothing else can move the word off the orphan's id, so
+/// the word it compares and swaps is the orphan's still, never a new holder's that reuses
+/// the id. Returns whether it released the word.
+fn release_orphan(m: &Mapping) -> bool {
+    let h = m.header();
+    let mutex = h.mutex.get();
     // SAFETY: as in `wait`.
     let Some(word) = (unsafe { os::mutex_word(mutex) }) else {
-        return;
+        return false;
     };
     let tid = os::mutex_word_owner(word);
     if tid == 0 || os::mutex_word_owner_died(word) || !attach::one_namespace(m) {
-        return;
+        return false;
     }
-    if os::process_state(tid) == os::ProcessState::Gone {
-        // SAFETY: as in `wait`; the thread the word names is gone (checked just above, and
-        // the word must still be the one read, or nothing is changed).
-        unsafe { os::mutex_release_orphan(mutex, word) };
+    if os::process_state(tid) != os::ProcessState::Gone {
+        return false;
     }
+    let me = attach::my_owner();
+    let claimed = match h.orphan_claim.load(Acquire) {
+        0 => h.orphan_claim.compare_exchange(0, me, AcqRel, Relaxed),
+        other if attach::owner_gone(other) => {
+            h.orphan_claim.compare_exchange(other, me, AcqRel, Relaxed)
+        }
+        other => Err(other),
+    };
+    if claimed.is_err() {
+        return false;
+    }
+    // Under the claim, look again: the word must still be the one read, naming a thread
+    // that is still gone.
+    // SAFETY: as in `wait`.
+    let still = unsafe { os::mutex_word(mutex) } == Some(word)
+        && os::process_state(tid) == os::ProcessState::Gone;
+    // SAFETY: as in `wait`; the word names a gone thread, and only this claim holder may
+    // move it off that thread's id meanwhile.
+    let released = still && unsafe { os::mutex_release_orphan(mutex, word) };
+    let _ = h.orphan_claim.compare_exchange(me, 0, AcqRel, Relaxed);
+    released
 }
 
 impl Locked<'_> {
