@@ -53,8 +53,16 @@ pub fn register(m: &Mapping, me: u64) -> Option<usize> {
             prune(m);
         }
     }
-    // For good: from now on a process may use the store unlisted (see `one_namespace`).
-    m.header().unattached.reading.store(1, Release);
+    // For good: from now on a process of this pid namespace may use the store unlisted
+    // (see `one_namespace`); of two namespaces (or an unknown one), `u64::MAX`.
+    let mark = os::pid_namespace().id.map_or(u64::MAX, u64::from);
+    let word = &m.header().unattached.reading;
+    let _ = word.compare_exchange(0, mark, AcqRel, Acquire);
+    if word.load(Acquire) != mark {
+        word.store(u64::MAX, Release);
+    }
+    // Before this process can take the lock (whose acquisition is acquire-only).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     None
 }
 
@@ -136,25 +144,34 @@ pub fn prune_slot(m: &Mapping, i: usize) {
 
 /// Whether this process can tell, for every process that may use the store, whether one of
 /// its threads is alive: each process in the attach table is of this process's pid namespace
-/// (whose /proc this process sees), and no process ever found the table full (such a
-/// process uses the store unlisted, perhaps from another namespace; the first one marks
-/// `unattached.reading` for good). Thread ids from the lock word are judged only then
-/// (`lock.rs`): in another namespace a thread id names another thread, or none.
+/// (whose /proc this process sees), and so was every process that ever found the table full
+/// (such a process uses the store unlisted; the first one writes its namespace into
+/// `unattached.reading` for good, `u64::MAX` for two or an unknown one). Thread ids from the
+/// lock word are judged only then (`lock.rs`): in another namespace a thread id names
+/// another thread, or none.
 pub fn one_namespace(m: &Mapping) -> bool {
     let judge = os::pid_namespace();
     let Some(me) = judge.id.filter(|_| judge.own_proc) else {
         return false;
     };
     let h = m.header();
-    h.unattached.reading.load(Acquire) == 0
+    let unlisted = h.unattached.reading.load(Acquire);
+    (unlisted == 0 || unlisted == u64::from(me))
         && h.attach.iter().all(|slot| match slot.owner.load(Acquire) {
             0 => true,
             word => (word >> 32) as u32 == me,
         })
 }
 
-/// Whether the process `word` (an owner word, [`owner`]) names is gone, as far as this
-/// process can tell (never for an owner of another or unknown pid namespace).
+/// The owner word ([`owner`]) of the calling thread: its thread id and pid namespace, for
+/// claims that a thread holds (`lock.rs`, `orphan_claim`).
+pub fn my_thread_owner() -> u64 {
+    owner(os::tid(), os::pid_namespace().id)
+}
+
+/// Whether the process or thread `word` (an owner word, [`owner`]) names is gone, as far as
+/// this process can tell (never for an owner of another or unknown pid namespace; a zombie
+/// counts as gone, which for a thread id is exact).
 pub fn owner_gone(word: u64) -> bool {
     let judge = os::pid_namespace();
     let (pid, ns) = (word as u32, (word >> 32) as u32);
@@ -184,7 +201,8 @@ pub fn live(m: &Mapping) -> Vec<u32> {
 pub struct Lane<'a> {
     pub hits: &'a AtomicU64,
     pub misses: &'a AtomicU64,
-    /// Lock-free reads in flight (`optimistic.rs`); unused in `unattached`.
+    /// Lock-free reads in flight (`optimistic.rs`); in `unattached`, the mark of
+    /// [`one_namespace`].
     pub reading: &'a AtomicU64,
     pub locked_reads: &'a AtomicU64,
 }

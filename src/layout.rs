@@ -118,8 +118,8 @@ pub struct ReadLane {
     pub misses: AtomicU64,
     /// Lock-free reads under way (`optimistic.rs`): while any lane of a live process
     /// counts one, no page of the arena is given back to the system. In `unattached`, set
-    /// to 1 for good by the first process that found the attach table full (see
-    /// `attach::one_namespace`).
+    /// for good by the first process that found the attach table full, to its pid
+    /// namespace (`u64::MAX`: two, or unknown; see `attach::one_namespace`).
     pub reading: AtomicU64,
     /// Gets and `has` calls that had to take the lock after all (a value over the lock-free
     /// limit, a busy writer, a recovery due). A shard, like `hits`.
@@ -165,7 +165,7 @@ pub struct Header {
     /// Bytes of each inline record (0: none). Geometry, written once by the creator; here
     /// because the geometry's own line had no room left.
     pub record_len: AtomicU64,
-    /// `pid_ns << 32 | pid` of the process releasing an orphaned lock word (0: none): one
+    /// `pid_ns << 32 | tid` of the thread releasing an orphaned lock word (0: none): one
     /// releaser at a time (see `lock.rs`, `release_orphan`).
     pub orphan_claim: AtomicU64,
     pub _reserved1: [AtomicU64; 4],
@@ -513,6 +513,7 @@ mod offsets {
             ("lock_owner", offset_of!(Header, lock_owner), 192),
             ("recovering", offset_of!(Header, recovering), 196),
             ("record_len", offset_of!(Header, record_len), 208),
+            ("orphan_claim", offset_of!(Header, orphan_claim), 216),
             ("top", offset_of!(Header, top), 256),
             ("lru_head", offset_of!(Header, lru_head), 272),
             ("clock", offset_of!(Header, clock), 288),

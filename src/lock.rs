@@ -118,8 +118,8 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
 const ORPHAN_CHECK: Duration = Duration::from_millis(100);
 
 /// Waits for the lock for at most `timeout`, in slices of [`ORPHAN_CHECK`], releasing an
-/// orphaned lock after each slice that times out (the last one too). Returns the pthread
-/// error code, as `mutex_lock_for` does.
+/// orphaned lock after each slice that times out (the last one too), and trying the lock
+/// once more at the end. Returns the pthread error code, as `mutex_lock_for` does.
 fn wait(m: &Mapping, timeout: Duration) -> i32 {
     let mutex = m.header().mutex.get();
     let start = Instant::now();
@@ -131,9 +131,15 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
         if rc != libc::ETIMEDOUT {
             return rc;
         }
-        if release_orphan(m) {
-            // SAFETY: as above. The word now says the owner died: this gets EOWNERDEAD,
-            // unless another waiter was woken first (then EBUSY: wait on).
+        let released = CLAIM_SEEN.with(|seen| {
+            let mut claim = seen.get();
+            let released = release_orphan(m, &mut claim);
+            seen.set(claim);
+            released
+        });
+        if released || left <= ORPHAN_CHECK {
+            // SAFETY: as above. After a release (this waiter's or another's) the word says
+            // the owner died: this gets EOWNERDEAD, unless another waiter was quicker.
             let rc = unsafe { os::mutex_trylock(mutex) };
             if rc != libc::EBUSY {
                 return rc;
@@ -145,6 +151,17 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
     }
 }
 
+thread_local! {
+    /// The `orphan_claim` this thread last found held by another: seen again a slice (or an
+    /// operation) later, it is stuck, and taken over.
+    static CLAIM_SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How long a releaser may take between claiming and swapping the word; one that took
+/// longer (descheduled) gives up and tries again after the next slice, so that its look at
+/// the word and the thread is fresh when it swaps.
+const CLAIM_FRESH: Duration = Duration::from_millis(5);
+
 /// A lock word can name a thread that no longer exists without saying that its owner died:
 /// a scribbled word, or an owner whose robust list the kernel could not walk when it exited.
 /// Nobody would ever unlock it, and every operation would wait its full timeout until the
@@ -152,13 +169,18 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
 /// ([`attach::one_namespace`]), this does what the kernel does when a robust mutex's owner
 /// dies: the next locker gets `EOWNERDEAD` and rebuilds the store, as after any holder's
 /// death. (A thread's robust list is walked when it exits, before its id is released: the
-/// word of a holder that died the usual way says so by the time its id is gone.)
+/// word of a holder that died the usual way says so by the time its id is gone.) A word
+/// with waiters but no thread id at all (which glibc never writes, nor takes) is released
+/// the same way, without judging anything.
 ///
-/// One releaser at a time, by the header's `orphan_claim` (a claimer that is gone is taken
-/// over): while it holds the claim nothing else can move the word off the orphan's id, so
-/// the word it compares and swaps is the orphan's still, never a new holder's that reuses
-/// the id. Returns whether it released the word.
-fn release_orphan(m: &Mapping) -> bool {
+/// One releaser at a time, by the header's `orphan_claim`, a thread's claim (taken over from
+/// a thread that is gone, or from one this thread saw holding it at its last look,
+/// `claim_seen`: a claim is held for microseconds; one seen again is stuck, from a scribble or a
+/// claimer that cannot be judged). Under the claim it looks at the word and the thread again, and
+/// swaps only if that look is fresh ([`CLAIM_FRESH`]): the word it swaps is then the
+/// orphan's, not that of a new holder whose thread reuses the id. Returns whether it
+/// released the word.
+fn release_orphan(m: &Mapping, claim_seen: &mut u64) -> bool {
     let h = m.header();
     let mutex = h.mutex.get();
     // SAFETY: as in `wait`.
@@ -166,31 +188,34 @@ fn release_orphan(m: &Mapping) -> bool {
         return false;
     };
     let tid = os::mutex_word_owner(word);
-    if tid == 0 || os::mutex_word_owner_died(word) || !attach::one_namespace(m) {
+    if word == 0 || os::mutex_word_owner_died(word) {
         return false;
     }
-    if os::process_state(tid) != os::ProcessState::Gone {
+    let gone = || tid == 0 || os::process_state(tid) == os::ProcessState::Gone;
+    if tid != 0 && !attach::one_namespace(m) || !gone() {
         return false;
     }
-    let me = attach::my_owner();
+    let me = attach::my_thread_owner();
     let claimed = match h.orphan_claim.load(Acquire) {
         0 => h.orphan_claim.compare_exchange(0, me, AcqRel, Relaxed),
-        other if attach::owner_gone(other) => {
+        other if other != me && (other == *claim_seen || attach::owner_gone(other)) => {
             h.orphan_claim.compare_exchange(other, me, AcqRel, Relaxed)
         }
         other => Err(other),
     };
-    if claimed.is_err() {
+    if let Err(other) = claimed {
+        *claim_seen = other;
         return false;
     }
+    let at = Instant::now();
     // Under the claim, look again: the word must still be the one read, naming a thread
     // that is still gone.
     // SAFETY: as in `wait`.
-    let still = unsafe { os::mutex_word(mutex) } == Some(word)
-        && os::process_state(tid) == os::ProcessState::Gone;
-    // SAFETY: as in `wait`; the word names a gone thread, and only this claim holder may
-    // move it off that thread's id meanwhile.
-    let released = still && unsafe { os::mutex_release_orphan(mutex, word) };
+    let still = unsafe { os::mutex_word(mutex) } == Some(word) && gone();
+    // SAFETY: as in `wait`; the word names a gone thread (or none), and only this claim
+    // holder may move it off that thread's id meanwhile.
+    let released =
+        still && at.elapsed() < CLAIM_FRESH && unsafe { os::mutex_release_orphan(mutex, word) };
     let _ = h.orphan_claim.compare_exchange(me, 0, AcqRel, Relaxed);
     released
 }

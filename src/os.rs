@@ -349,6 +349,12 @@ pub fn pid() -> u32 {
 
 static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// The calling thread's id (`gettid`; a system call, not cached).
+pub fn tid() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// This process's pid namespace, as far as it can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PidNs {

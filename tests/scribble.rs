@@ -2163,7 +2163,8 @@ fn det_bincode_length_claims_a_terabyte() {
 
 #[test]
 fn det_mutex_looks_held() {
-    // The mutex's lock word names a thread that does not exist: every operation times out.
+    // The mutex's lock word names a thread that does not exist: released as a dead owner's
+    // (lock.rs, release_orphan) where thread ids can be judged, else every operation times out.
     deterministic(|_| {
         let s = put_u32(hdr::MUTEX, 0x3FFF_FFF0, "mutex.__lock = a bogus owner tid");
         (vec![s], None)
