@@ -651,8 +651,10 @@ pub enum ProcessState {
 /// Whether `pid` is alive, and since when. Only a definite answer counts as dead: a zombie,
 /// or `kill(pid, 0)` saying there is no such process.
 pub fn process_state(pid: u32) -> ProcessState {
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        return match parse_start_time(&stat) {
+    // As bytes: the command name in it may be any bytes, not UTF-8 (the fields after it are
+    // ASCII).
+    if let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) {
+        return match parse_start_time(&String::from_utf8_lossy(&stat)) {
             Some(Some(start)) => ProcessState::Running(start),
             Some(None) => ProcessState::Gone,
             None => ProcessState::Unknown,
@@ -684,8 +686,8 @@ fn parse_start_time(stat: &str) -> Option<Option<u64>> {
 
 /// The start time of a running process (`None`: gone, a zombie, or unreadable).
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat).flatten()
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&String::from_utf8_lossy(&stat)).flatten()
 }
 
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -824,6 +826,36 @@ mod tests {
             !inaccessible_mappings().contains(&tail),
             "the reservation's tail at {tail:#x} is still mapped"
         );
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_judged_too() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("shmstore-os-test-name-{}", pid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(std::ffi::OsStr::from_bytes(b"\xff\xfe-sleep"));
+        let _ = std::fs::remove_file(&exe);
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("a sleep program");
+        std::os::unix::fs::symlink(sleep, &exe).unwrap();
+        let mut kid = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let id = kid.id();
+        assert!(matches!(process_state(id), ProcessState::Running(_)));
+        assert!(process_start_time(id).is_some());
+        kid.kill().unwrap();
+        // A zombie until reaped: gone already, its pid not yet reusable.
+        let start = std::time::Instant::now();
+        while process_state(id) != ProcessState::Gone {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "never died"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        kid.wait().unwrap();
     }
 
     #[test]
