@@ -4,6 +4,7 @@
 //! `-- all --smoke` is the few-second check CI runs. See `docs/performance.md`.
 
 mod cli;
+mod cpu;
 mod fleet;
 mod histogram;
 mod keys;
@@ -48,10 +49,14 @@ struct Machine {
     cpus: usize,
     cpu_model: String,
     kernel: String,
-    /// 1-minute load average when the run started and when it ended: other work on the
-    /// machine shows here, and it skews the multi-process figures most.
+    /// 1-minute load average when the run started and when it ended (it counts the
+    /// harness's own workers, and tasks waiting for I/O: see `others_cpu`).
     load_at_start: f64,
     load_at_end: f64,
+    /// The share of one CPU that others (other processes, kernel threads, the hypervisor's
+    /// other guests as steal time) used during the run (`cpu.rs`): what skews the figures,
+    /// the multi-process ones most.
+    others_cpu: f64,
 }
 
 fn load_average() -> f64 {
@@ -62,7 +67,7 @@ fn load_average() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn machine(load_at_start: f64) -> Machine {
+fn machine(load_at_start: f64, others_cpu: f64) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -77,6 +82,7 @@ fn machine(load_at_start: f64) -> Machine {
         cpu_model,
         load_at_start,
         load_at_end: load_average(),
+        others_cpu,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -102,6 +108,7 @@ fn main() {
     };
     let started = Instant::now();
     let load_at_start = load_average();
+    let cpu_at_start = cpu::sample();
     let mut report = Report::default();
     if cfg!(debug_assertions) {
         report.note("built without optimisations: use --release for figures that mean anything");
@@ -155,10 +162,11 @@ fn main() {
     let mut report = ctx.report;
     report.finish();
     own_w3_share(&mut report, &sizes);
-    let load = load_at_start.max(load_average());
-    if load > 0.5 {
+    let others_cpu = cpu::others_share(cpu_at_start, cpu::sample());
+    if others_cpu > 0.1 {
         report.note(format!(
-            "load average {load:.1} before or after the run: other processes shared the CPUs, figures are noisy"
+            "others (processes, kernel threads, other guests' steal) used {:.0}% of a CPU during the run: figures are noisy",
+            others_cpu * 100.0
         ));
     }
     let table = report.table();
@@ -171,7 +179,7 @@ fn main() {
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        machine: machine(load_at_start),
+        machine: machine(load_at_start, others_cpu),
         runs: args.runs,
         smoke: args.smoke,
         seed: args.seed,
