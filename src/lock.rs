@@ -131,12 +131,7 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
         if rc != libc::ETIMEDOUT {
             return rc;
         }
-        let released = CLAIM_SEEN.with(|seen| {
-            let mut claim = seen.get();
-            let released = release_orphan(m, &mut claim);
-            seen.set(claim);
-            released
-        });
+        let released = release_orphan(m);
         if released || left <= ORPHAN_CHECK {
             // SAFETY: as above. After a release (this waiter's or another's) the word says
             // the owner died: this gets EOWNERDEAD, unless another waiter was quicker.
@@ -151,15 +146,24 @@ fn wait(m: &Mapping, timeout: Duration) -> i32 {
     }
 }
 
-thread_local! {
-    /// The `orphan_claim` this thread last found held by another: seen again a slice (or an
-    /// operation) later, it is stuck, and taken over.
-    static CLAIM_SEEN: Cell<u64> = const { Cell::new(0) };
+/// A claim this thread found held by another: in which store (its header's address in
+/// this process), which claim word, and when it was first seen so.
+#[derive(Clone, Copy)]
+struct SeenClaim {
+    store: usize,
+    claim: u64,
+    since: Instant,
 }
 
-/// How long a releaser may take between claiming and swapping the word; one that took
-/// longer (descheduled) gives up and tries again after the next slice, so that its look at
-/// the word and the thread is fresh when it swaps.
+thread_local! {
+    /// The `orphan_claim` this thread last found held by another. Still held, unchanged, a
+    /// wait slice or more later, it is stuck (a claim lasts microseconds): a scribble, or a
+    /// claimer that cannot be judged. Forgotten when the claim is found free or won.
+    static CLAIM_SEEN: Cell<Option<SeenClaim>> = const { Cell::new(None) };
+}
+
+/// How long a releaser may take from its last look at the word and the thread to the swap;
+/// a look that took longer (descheduled) is made again, a few times at most.
 const CLAIM_FRESH: Duration = Duration::from_millis(5);
 
 /// A lock word can name a thread that no longer exists without saying that its owner died:
@@ -173,14 +177,15 @@ const CLAIM_FRESH: Duration = Duration::from_millis(5);
 /// with waiters but no thread id at all (which glibc never writes, nor takes) is released
 /// the same way, without judging anything.
 ///
-/// One releaser at a time, by the header's `orphan_claim`, a thread's claim (taken over from
-/// a thread that is gone, or from one this thread saw holding it at its last look,
-/// `claim_seen`: a claim is held for microseconds; one seen again is stuck, from a scribble or a
-/// claimer that cannot be judged). Under the claim it looks at the word and the thread again, and
-/// swaps only if that look is fresh ([`CLAIM_FRESH`]): the word it swaps is then the
-/// orphan's, not that of a new holder whose thread reuses the id. Returns whether it
-/// released the word.
-fn release_orphan(m: &Mapping, claim_seen: &mut u64) -> bool {
+/// One releaser at a time, by the header's `orphan_claim`, a thread's claim. It is taken from
+/// 0; from a claimer thread that is gone; from this thread's own id (this thread is not
+/// releasing, so the claim is a dead claimer's whose id it reuses); or from a claim this
+/// thread saw held, unchanged, in this store at least a wait slice ago ([`SeenClaim`]).
+/// Under the claim it looks at the word and the thread again and swaps right after a fresh
+/// look ([`CLAIM_FRESH`]): the word it swaps is then, short of a reused thread id within
+/// microseconds, the orphan's, not that of a new holder whose thread reuses the id.
+/// Returns whether it released the word.
+fn release_orphan(m: &Mapping) -> bool {
     let h = m.header();
     let mutex = h.mutex.get();
     // SAFETY: as in `wait`.
@@ -192,30 +197,58 @@ fn release_orphan(m: &Mapping, claim_seen: &mut u64) -> bool {
         return false;
     }
     let gone = || tid == 0 || os::process_state(tid) == os::ProcessState::Gone;
-    if tid != 0 && !attach::one_namespace(m) || !gone() {
+    if (tid != 0 && !attach::one_namespace(m)) || !gone() {
         return false;
     }
     let me = attach::my_thread_owner();
+    let store = std::ptr::from_ref(h) as usize;
+    let stuck = |other: u64| {
+        CLAIM_SEEN.get().is_some_and(|seen| {
+            seen.store == store && seen.claim == other && seen.since.elapsed() >= ORPHAN_CHECK
+        })
+    };
     let claimed = match h.orphan_claim.load(Acquire) {
         0 => h.orphan_claim.compare_exchange(0, me, AcqRel, Relaxed),
-        other if other != me && (other == *claim_seen || attach::owner_gone(other)) => {
+        other if (other == me && me >> 32 != 0) || attach::owner_gone(other) || stuck(other) => {
             h.orphan_claim.compare_exchange(other, me, AcqRel, Relaxed)
         }
         other => Err(other),
     };
-    if let Err(other) = claimed {
-        *claim_seen = other;
-        return false;
+    match claimed {
+        Err(other) if other != 0 => {
+            if !CLAIM_SEEN
+                .get()
+                .is_some_and(|seen| seen.store == store && seen.claim == other)
+            {
+                let since = Instant::now();
+                CLAIM_SEEN.set(Some(SeenClaim {
+                    store,
+                    claim: other,
+                    since,
+                }));
+            }
+            return false;
+        }
+        Err(_) => return false,
+        Ok(_) => CLAIM_SEEN.set(None),
     }
-    let at = Instant::now();
-    // Under the claim, look again: the word must still be the one read, naming a thread
-    // that is still gone.
-    // SAFETY: as in `wait`.
-    let still = unsafe { os::mutex_word(mutex) } == Some(word) && gone();
-    // SAFETY: as in `wait`; the word names a gone thread (or none), and only this claim
-    // holder may move it off that thread's id meanwhile.
-    let released =
-        still && at.elapsed() < CLAIM_FRESH && unsafe { os::mutex_release_orphan(mutex, word) };
+    let mut released = false;
+    for _ in 0..3 {
+        let at = Instant::now();
+        // Under the claim, look again: the word must still be the one read, naming a thread
+        // that is still gone.
+        // SAFETY: as in `wait`.
+        let still = unsafe { os::mutex_word(mutex) } == Some(word) && gone();
+        if !still {
+            break;
+        }
+        if at.elapsed() < CLAIM_FRESH {
+            // SAFETY: as in `wait`; the word names a gone thread (or none), and only this
+            // claim holder may move it off that thread's id meanwhile.
+            released = unsafe { os::mutex_release_orphan(mutex, word) };
+            break;
+        }
+    }
     let _ = h.orphan_claim.compare_exchange(me, 0, AcqRel, Relaxed);
     released
 }

@@ -840,12 +840,21 @@ mod tests {
             .find(|p| std::path::Path::new(p).exists())
             .expect("a sleep program");
         std::os::unix::fs::symlink(sleep, &exe).unwrap();
-        let mut kid = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        let spawned = std::process::Command::new(&exe).arg("30").spawn();
         let _ = std::fs::remove_dir_all(&dir);
-        let id = kid.id();
+        /// Killed and reaped when dropped, also when the test fails.
+        struct Kid(std::process::Child);
+        impl Drop for Kid {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut kid = Kid(spawned.unwrap());
+        let id = kid.0.id();
         assert!(matches!(process_state(id), ProcessState::Running(_)));
         assert!(process_start_time(id).is_some());
-        kid.kill().unwrap();
+        kid.0.kill().unwrap();
         // A zombie until reaped: gone already, its pid not yet reusable.
         let start = std::time::Instant::now();
         while process_state(id) != ProcessState::Gone {
@@ -855,7 +864,6 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        kid.wait().unwrap();
     }
 
     #[test]

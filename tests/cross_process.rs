@@ -690,6 +690,25 @@ fn forge_header_word(name: &str, off: u64, value: u64) {
     file.write_all_at(&value.to_le_bytes(), off).unwrap();
 }
 
+/// A plain child process, killed and reaped when dropped (also when a test fails).
+struct Kid(std::process::Child);
+
+impl Kid {
+    fn spawn(program: &str, args: &[&str]) -> Kid {
+        Kid(std::process::Command::new(program)
+            .args(args)
+            .spawn()
+            .unwrap())
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until child `pid` has exited and is a zombie (not reaped: its pid stays taken).
 fn wait_for_zombie(pid: u32) {
     let start = Instant::now();
@@ -729,11 +748,8 @@ fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
         other => panic!("a put past a lock its word says {what} holds gave {other:?}"),
     };
     // A live process: its thread holds nothing, but the word says it does.
-    let mut sleeper = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
-    forge_lock_owner(&s.name, sleeper.id());
+    let mut sleeper = Kid::spawn("sleep", &["60"]);
+    forge_lock_owner(&s.name, sleeper.0.id());
     refused("a live process");
     // A live thread of this process that is not its main thread.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -755,16 +771,16 @@ fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
     );
     // Once the process is gone (killed, a zombie until reaped: its id cannot be reused
     // meanwhile), the next operation releases the lock and recovers.
-    forge_lock_owner(&s.name, sleeper.id());
-    sleeper.kill().unwrap();
-    wait_for_zombie(sleeper.id());
+    forge_lock_owner(&s.name, sleeper.0.id());
+    sleeper.0.kill().unwrap();
+    wait_for_zombie(sleeper.0.id());
     assert!(s.put("after", &2u64).unwrap());
     assert_eq!(s.stats().unwrap().recoveries, recoveries + 1);
-    sleeper.wait().unwrap();
+    sleeper.0.wait().unwrap();
     // A word naming a process that exited by itself, with the waiters bit set.
-    let mut quick = std::process::Command::new("true").spawn().unwrap();
-    wait_for_zombie(quick.id());
-    forge_lock_owner(&s.name, quick.id() | 0x8000_0000);
+    let mut quick = Kid::spawn("true", &[]);
+    wait_for_zombie(quick.0.id());
+    forge_lock_owner(&s.name, quick.0.id() | 0x8000_0000);
     assert!(s.put("later", &3u64).unwrap());
     assert_eq!(s.stats().unwrap().recoveries, recoveries + 2);
     // A word with the waiters bit and no thread at all (glibc neither writes nor takes it).
@@ -774,11 +790,26 @@ fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
     // A release claim left by a thread of another pid namespace (a scribble, here): it
     // cannot be judged, so it is taken over once seen held twice, one operation apart.
     forge_header_word(&s.name, 216, 12345 << 32 | 1);
-    forge_lock_owner(&s.name, quick.id());
+    forge_lock_owner(&s.name, quick.0.id());
     refused("a gone thread, while another thread's claim to release it is held");
     assert!(s.put("later", &5u64).unwrap());
     assert_eq!(s.stats().unwrap().recoveries, recoveries + 4);
-    quick.wait().unwrap();
+    // A claim naming this very thread (left by a killed claimer whose id it reuses): this
+    // thread is not releasing, so the claim is stale and taken at once.
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let ns = ns.to_string_lossy();
+    let inode: u64 = ns
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+    // SAFETY: gettid takes no arguments.
+    let me = (inode & 0xffff_ffff) << 32 | unsafe { libc::gettid() } as u64;
+    forge_header_word(&s.name, 216, me);
+    forge_lock_owner(&s.name, quick.0.id());
+    assert!(s.put("later", &6u64).unwrap());
+    assert_eq!(s.stats().unwrap().recoveries, recoveries + 5);
+    quick.0.wait().unwrap();
     check_filled(&s, 20);
     assert_eq!(s.get::<u64>("after").unwrap(), Some(2));
     assert_eq!(s.count().unwrap(), 22);
@@ -811,20 +842,20 @@ fn an_orphaned_lock_is_left_alone_once_a_process_of_another_namespace_used_the_s
     }
     assert_eq!(s.processes().len(), 64, "the attach table was not full");
     drop(handles);
-    let mut quick = std::process::Command::new("true").spawn().unwrap();
-    wait_for_zombie(quick.id());
-    forge_lock_owner(&s.name, quick.id());
+    let mut quick = Kid::spawn("true", &[]);
+    wait_for_zombie(quick.0.id());
+    forge_lock_owner(&s.name, quick.0.id());
     assert!(
         s.put("judged", &1u64).unwrap(),
         "an orphan was not released"
     );
     // `unattached.reading` (byte 5456) as a process of another namespace would leave it.
     forge_header_word(&s.name, 5456, u64::MAX);
-    forge_lock_owner(&s.name, quick.id());
+    forge_lock_owner(&s.name, quick.0.id());
     match s.put("blocked", &1u64) {
         Err(Error::Timeout { .. }) => {}
         other => panic!("an orphan was released though it could not be judged: {other:?}"),
     }
-    quick.wait().unwrap();
+    quick.0.wait().unwrap();
     assert_eq!(s.stats().unwrap().objects, 6);
 }

@@ -1,7 +1,10 @@
 //! How much CPU time others took while the harness ran: other processes, kernel threads and
 //! (as steal time) the hypervisor's other guests. The load average cannot tell: it counts
 //! the harness's own workers, and tasks waiting for I/O that use no CPU (this guest idles at
-//! a load of ~1 from those).
+//! a load of ~1 from those). Counted as others although done for the harness: interrupt
+//! and softirq time (Redis's loopback TCP, ~7% of the busy time here) and kernel threads
+//! working for it (page zeroing, huge-page collapse); so a figure of a few percent is the
+//! harness's own noise floor.
 
 use std::time::Instant;
 
@@ -14,7 +17,8 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub struct Sample {
     /// All CPUs' busy time (user, nice, system, irq, softirq, steal).
     busy: u64,
-    /// This process's and its reaped children's (workers, servers) user and system time.
+    /// This process's and its reaped children's (workers; the Redis server, stopped before
+    /// the last sample) user and system time.
     own: u64,
     at: Instant,
 }
