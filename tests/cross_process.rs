@@ -723,24 +723,31 @@ fn wait_for_zombie(pid: u32) {
     }
 }
 
+/// A store for the orphaned-lock tests, with a lock timeout no longer than one wait slice
+/// (the orphan is released all the same); `None`, with a message, where they cannot run.
+fn orphan_test_store(tag: &str) -> Option<TempStore> {
+    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
+        eprintln!("the mutex's layout is known for 64-bit glibc only: not tested");
+        return None;
+    }
+    if std::fs::read_link("/proc/self/ns/pid").is_err() {
+        eprintln!("this process cannot tell its pid namespace: thread ids are not judged here");
+        return None;
+    }
+    Some(TempStore::new(
+        tag,
+        opts(4 << 20).lock_timeout(Duration::from_millis(100)),
+    ))
+}
+
 /// A lock word naming a thread that no longer exists is released (as the kernel releases a
 /// dead owner's robust mutex) instead of making every operation wait for its full timeout
 /// until the store is destroyed; one naming a live thread is left alone.
 #[test]
 fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
-    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
-        eprintln!("the mutex's layout is known for 64-bit glibc only: not tested");
+    let Some(s) = orphan_test_store("orphan") else {
         return;
-    }
-    if std::fs::read_link("/proc/self/ns/pid").is_err() {
-        eprintln!("this process cannot tell its pid namespace: thread ids are not judged here");
-        return;
-    }
-    // A lock timeout no longer than one wait slice: the orphan is still released.
-    let s = TempStore::new(
-        "orphan",
-        opts(4 << 20).lock_timeout(Duration::from_millis(100)),
-    );
+    };
     fill(&s, 20);
     let recoveries = s.stats().unwrap().recoveries;
     let refused = |what: &str| match s.put("blocked", &1u64) {
@@ -822,18 +829,9 @@ fn a_lock_word_naming_a_thread_that_is_gone_is_released() {
 /// scribble stands in for that here): the orphan then waits for its timeout.
 #[test]
 fn an_orphaned_lock_is_left_alone_once_a_process_of_another_namespace_used_the_store() {
-    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
-        eprintln!("the mutex's layout is known for 64-bit glibc only: not tested");
+    let Some(s) = orphan_test_store("unlisted") else {
         return;
-    }
-    if std::fs::read_link("/proc/self/ns/pid").is_err() {
-        eprintln!("this process cannot tell its pid namespace: thread ids are not judged here");
-        return;
-    }
-    let s = TempStore::new(
-        "unlisted",
-        opts(4 << 20).lock_timeout(Duration::from_millis(100)),
-    );
+    };
     fill(&s, 5);
     // One more handle than the table has room for (one slot per handle), each used once.
     let handles: Vec<Store> = (0..64).map(|_| Store::open(&s.name).unwrap()).collect();
