@@ -122,14 +122,16 @@ pub fn others(pids: &[u32]) -> Vec<u32> {
 
 /// Whether `pid` has exited but not been reaped (state `Z` or `X` in /proc/PID/stat).
 fn zombie(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
         return false; // gone, or not visible here: the library decides
     };
-    // The state follows the command name, which is in parentheses and may hold anything.
+    // The state follows the command name, which is in parentheses and may hold any bytes
+    // (not UTF-8 either).
     let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    matches!(state, Some('Z' | 'X'))
+        .iter()
+        .rposition(|&b| b == b')')
+        .and_then(|i| stat[i + 1..].iter().find(|b| !b.is_ascii_whitespace()));
+    matches!(state, Some(b'Z' | b'X'))
 }
 
 fn main() -> ExitCode {
@@ -154,6 +156,50 @@ fn main() -> ExitCode {
         Err(Fail::Msg(msg)) => {
             eprintln!("shmstore: error: {msg}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zombie;
+
+    #[test]
+    fn a_zombie_is_told_whatever_its_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("shmstore-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(std::ffi::OsStr::from_bytes(b"\xff) Z (sleep"));
+        let _ = std::fs::remove_file(&exe);
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("a sleep program");
+        std::os::unix::fs::symlink(sleep, &exe).unwrap();
+        let spawned = std::process::Command::new(&exe).arg("30").spawn();
+        let _ = std::fs::remove_dir_all(&dir);
+        /// Killed and reaped when dropped, also when the test fails.
+        struct Kid(std::process::Child);
+        impl Drop for Kid {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut kid = Kid(spawned.unwrap());
+        let pid = kid.0.id();
+        assert!(
+            !zombie(pid),
+            "a running process (its name holds \") Z (\") is no zombie"
+        );
+        kid.0.kill().unwrap();
+        let start = std::time::Instant::now();
+        while !zombie(pid) {
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "the killed child never showed as a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
