@@ -4,7 +4,10 @@
 //! ends, also when it fails. Only `gc --prefix` is used, so that stores of other tests
 //! running at the same time are never touched.
 
+mod common;
+
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -153,15 +156,24 @@ fn wait_until_open_by(n: &Name, pid: u32) {
     }
 }
 
+/// Whether `pid` has exited but not been reaped (its /proc/PID/stat read as bytes: the
+/// command name in it need not be UTF-8).
 fn is_zombie(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|i| stat[i + 1..].iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(&b'Z')
 }
 
 /// A `shmstore top` process: a long-lived user of the store.
 fn user(n: &Name) -> Kid {
-    let child = Command::new(BIN)
+    user_as(n, std::path::Path::new(BIN))
+}
+
+/// [`user`] run through `exe` (a link to the binary: the process then has its name).
+fn user_as(n: &Name, exe: &std::path::Path) -> Kid {
+    let child = Command::new(exe)
         .args(["top", n.as_str(), "--iterations", "100000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -651,7 +663,12 @@ fn missing_foreign_and_bad_names_say_so() {
 fn gc_removes_a_store_whose_only_user_was_killed() {
     let n = Name::store("gc-killed", "1MiB", &[]);
     let prefix = n.as_str();
-    let mut kid = user(&n);
+    // A user whose process name is not UTF-8 (and holds ") Z ("): told alive, then dead,
+    // all the same.
+    let dir = common::TempDir::new("gc-killed");
+    let exe = dir.path.join(std::ffi::OsStr::from_bytes(b"\xff) Z (shm"));
+    std::os::unix::fs::symlink(BIN, &exe).unwrap();
+    let mut kid = user_as(&n, &exe);
     let pid = kid.0.id();
 
     let v = json(&["gc", "--prefix", prefix]);

@@ -107,31 +107,16 @@ pub fn open(name: &str) -> Result<Store, Fail> {
     Ok(Store::open(name)?)
 }
 
-/// `pids` (from `Stats::processes`) without one entry for this process's own handle, and
-/// without zombies: a killed process whose parent has not reaped it yet still has a /proc
-/// entry, which the library counts as alive.
+/// `pids` (from `Stats::processes`) without one entry for this process's own handle. (The
+/// library lists no dead process: a killed one that its parent has not reaped yet, a
+/// zombie, is pruned like any other.)
 pub fn others(pids: &[u32]) -> Vec<u32> {
     let me = std::process::id();
     let mut rest = pids.to_vec();
     if let Some(i) = rest.iter().position(|&p| p == me) {
         rest.remove(i);
     }
-    rest.retain(|&p| !zombie(p));
     rest
-}
-
-/// Whether `pid` has exited but not been reaped (state `Z` or `X` in /proc/PID/stat).
-fn zombie(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false; // gone, or not visible here: the library decides
-    };
-    // The state follows the command name, which is in parentheses and may hold any bytes
-    // (not UTF-8 either).
-    let state = stat
-        .iter()
-        .rposition(|&b| b == b')')
-        .and_then(|i| stat[i + 1..].iter().find(|b| !b.is_ascii_whitespace()));
-    matches!(state, Some(b'Z' | b'X'))
 }
 
 fn main() -> ExitCode {
@@ -156,50 +141,6 @@ fn main() -> ExitCode {
         Err(Fail::Msg(msg)) => {
             eprintln!("shmstore: error: {msg}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::zombie;
-
-    #[test]
-    fn a_zombie_is_told_whatever_its_name() {
-        use std::os::unix::ffi::OsStrExt;
-        let dir = std::env::temp_dir().join(format!("shmstore-cli-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join(std::ffi::OsStr::from_bytes(b"\xff) Z (sleep"));
-        let _ = std::fs::remove_file(&exe);
-        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("a sleep program");
-        std::os::unix::fs::symlink(sleep, &exe).unwrap();
-        let spawned = std::process::Command::new(&exe).arg("30").spawn();
-        let _ = std::fs::remove_dir_all(&dir);
-        /// Killed and reaped when dropped, also when the test fails.
-        struct Kid(std::process::Child);
-        impl Drop for Kid {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let mut kid = Kid(spawned.unwrap());
-        let pid = kid.0.id();
-        assert!(
-            !zombie(pid),
-            "a running process (its name holds \") Z (\") is no zombie"
-        );
-        kid.0.kill().unwrap();
-        let start = std::time::Instant::now();
-        while !zombie(pid) {
-            assert!(
-                start.elapsed().as_secs() < 30,
-                "the killed child never showed as a zombie"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
