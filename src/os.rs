@@ -751,15 +751,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn large_mappings_start_on_a_huge_page_and_keep_their_bytes_when_collapsed() {
-        let path = std::ffi::CString::new(format!("/shmstore-os-test-map-{}", pid())).unwrap();
+    /// A fresh shared-memory object of `len` bytes for a test, and its guard.
+    fn test_object(tag: &str, len: usize) -> (OwnedFd, Unlink) {
+        let path = std::ffi::CString::new(format!("/shmstore-os-test-{tag}-{}", pid())).unwrap();
         let _ = shm_unlink(&path);
         let fd = shm_create(&path, 0o600).unwrap();
-        let _gone = Unlink(path);
+        let gone = Unlink(path);
+        ftruncate(&fd, len as u64).unwrap();
+        (fd, gone)
+    }
+
+    #[test]
+    fn large_mappings_start_on_a_huge_page_and_keep_their_bytes_when_collapsed() {
         let huge = huge_page();
         let len = 2 * huge + 4096;
-        ftruncate(&fd, len as u64).unwrap();
+        let (fd, _gone) = test_object("map", len);
         fallocate(&fd, 0, len as u64).unwrap();
         let a = Map::new(&fd, len).unwrap();
         let b = Map::new(&fd, len).unwrap();
@@ -812,12 +818,8 @@ mod tests {
 
     #[test]
     fn an_aligned_mapping_of_a_file_with_a_partial_last_page_leaves_no_reservation_behind() {
-        let path = std::ffi::CString::new(format!("/shmstore-os-test-tail-{}", pid())).unwrap();
-        let _ = shm_unlink(&path);
-        let fd = shm_create(&path, 0o600).unwrap();
-        let _gone = Unlink(path);
         let len = huge_page() + 100;
-        ftruncate(&fd, len as u64).unwrap();
+        let (fd, _gone) = test_object("tail", len);
         let map = Map::new(&fd, len).unwrap();
         let start = map.ptr() as usize;
         assert_eq!(start % huge_page(), 0);
