@@ -126,20 +126,20 @@ pub fn prune_slot(m: &Mapping, i: usize) {
     let word = slot.owner.load(Acquire);
     let start = slot.start.load(Acquire);
     // The owner again: `start` is then this owner's (or 0 while it claims or releases),
-    // never the next owner's. Only a process of the owner's pid namespace can tell whether
-    // it is alive (in another one its pid names nothing, or another process); an owner or a
-    // judge whose namespace is unknown is never judged.
-    let (pid, ns) = (word as u32, (word >> 32) as u32);
-    let judge = os::pid_namespace();
-    if pid != 0
-        && slot.owner.load(Acquire) == word
-        && ns != 0
-        && judge.own_proc
-        && judge.id == Some(ns)
-        && !alive(pid, start)
-    {
+    // never the next owner's.
+    if slot.owner.load(Acquire) == word && owner_dead(word, start) {
         release(slot, word, start);
     }
+}
+
+/// Whether the process or thread an owner word ([`owner`]) names, started at `start` (0:
+/// unknown), is gone as far as this process can tell. Only a process of the owner's pid
+/// namespace can tell (in another one the id names nothing, or another process); an owner
+/// or a judge whose namespace is unknown is never judged dead.
+fn owner_dead(word: u64, start: u64) -> bool {
+    let (pid, ns) = (word as u32, (word >> 32) as u32);
+    let judge = os::pid_namespace();
+    pid != 0 && ns != 0 && judge.own_proc && judge.id == Some(ns) && !alive(pid, start)
 }
 
 /// Whether this process can tell, for every process that may use the store, whether one of
@@ -170,16 +170,10 @@ pub fn my_thread_owner() -> u64 {
 }
 
 /// Whether the process or thread `word` (an owner word, [`owner`]) names is gone, as far as
-/// this process can tell (never for an owner of another or unknown pid namespace; a zombie
-/// counts as gone, which for a thread id is exact).
+/// this process can tell ([`owner_dead`] without a start time; a zombie counts as gone,
+/// which for a thread id is exact).
 pub fn owner_gone(word: u64) -> bool {
-    let judge = os::pid_namespace();
-    let (pid, ns) = (word as u32, (word >> 32) as u32);
-    pid != 0
-        && ns != 0
-        && judge.own_proc
-        && judge.id == Some(ns)
-        && os::process_state(pid) == os::ProcessState::Gone
+    owner_dead(word, 0)
 }
 
 /// The live processes that have the store open (one entry per open handle), after pruning
