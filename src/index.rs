@@ -58,18 +58,24 @@ impl Early {
     /// For a put, which writes the record of the slot it fills: the home slot's records are
     /// fetched too.
     pub fn new(m: &Mapping, key: &[u8]) -> Early {
-        let seed = seed(m);
-        let hash = hash_with(seed, key);
-        prefetch_home(m, hash);
-        Early { hash, seed }
+        let early = Early::hashed(m, key);
+        prefetch_home(m, early.hash);
+        early
     }
 
     /// For a remove, which reads the slot and the block and writes no record: the slot only.
     pub fn without_records(m: &Mapping, key: &[u8]) -> Early {
+        let early = Early::hashed(m, key);
+        m.prefetch_slot(home(m, early.hash));
+        early
+    }
+
+    fn hashed(m: &Mapping, key: &[u8]) -> Early {
         let seed = seed(m);
-        let hash = hash_with(seed, key);
-        m.prefetch_slot(home(m, hash));
-        Early { hash, seed }
+        Early {
+            hash: hash_with(seed, key),
+            seed,
+        }
     }
 
     /// The hash to probe with under the lock: the early one, unless the seed changed in
