@@ -20,7 +20,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
@@ -279,18 +279,45 @@ fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
 }
 
-/// Where the arena starts: after `slots` index slots from `index_off` and a record of
-/// `record_len` bytes per slot, on a page boundary.
+/// Where the index (and the records) end: after `slots` index slots from `index_off` and a
+/// record of `record_len` bytes per slot, on a page boundary. The arena starts there or
+/// later (see [`arena_start`]).
 fn index_end(index_off: u64, slots: u64, record_len: u64) -> Option<u64> {
     let per_slot = record_len.checked_add(8)?;
     let end = slots.checked_mul(per_slot)?.checked_add(index_off)?;
     end.checked_next_multiple_of(PAGE)
 }
 
+/// Where the arena starts when the index ends at `end`, on a machine whose huge pages are
+/// `huge` bytes: at the next multiple of `huge` if that at most doubles the bytes before the
+/// arena, so that header, index and records lie on whole huge pages (one TLB entry each,
+/// where the index alone would be hundreds of small pages, and every look-up reads a random
+/// slot); at `end` otherwise (a small store pays no padding larger than itself).
+fn arena_start(end: u64, huge: u64) -> Option<u64> {
+    if huge <= PAGE || !huge.is_power_of_two() {
+        return Some(end);
+    }
+    let padded = end.checked_next_multiple_of(huge)?;
+    Some(if padded - end <= end { padded } else { end })
+}
+
+/// Whether `arena_off` is a start [`arena_start`] can give for an index ending at `end`,
+/// whatever the creating machine's huge page size: on a page, no earlier than `end`, and at
+/// most twice as far from the segment's start.
+fn arena_start_ok(arena_off: u64, end: u64) -> bool {
+    arena_off.is_multiple_of(PAGE) && arena_off >= end && arena_off - end <= end
+}
+
 impl Geometry {
     /// The geometry for an arena of `capacity` bytes, room for `max_objects` entries and
-    /// inline records of `record_len` bytes (0, or a multiple of 64 up to [`MAX_RECORD`]).
-    pub fn new(capacity: u64, max_objects: u64, record_len: u64) -> Option<Geometry> {
+    /// inline records of `record_len` bytes (0, or a multiple of 64 up to [`MAX_RECORD`]),
+    /// on a machine whose huge pages are `huge_page` bytes (the arena may start on one).
+    pub fn new(
+        capacity: u64,
+        max_objects: u64,
+        record_len: u64,
+        huge_page: u64,
+    ) -> Option<Geometry> {
         if !record_len_ok(record_len) {
             return None;
         }
@@ -306,7 +333,7 @@ impl Geometry {
             SLOTS_PER_LINE,
         );
         let index_off = HEADER_SIZE;
-        let arena_off = index_end(index_off, index_slots, record_len)?;
+        let arena_off = arena_start(index_end(index_off, index_slots, record_len)?, huge_page)?;
         Some(Geometry {
             total_len: arena_off.checked_add(arena_len)?,
             index_off,
@@ -338,7 +365,8 @@ impl Geometry {
             && g.index_slots >= 64
             && g.index_slots.is_multiple_of(SLOTS_PER_LINE)
             && record_len_ok(g.record_len)
-            && index_end(g.index_off, g.index_slots, g.record_len) == Some(g.arena_off)
+            && index_end(g.index_off, g.index_slots, g.record_len)
+                .is_some_and(|end| arena_start_ok(g.arena_off, end))
             && g.arena_len.is_multiple_of(PAGE)
             && g.arena_len <= MAX_ARENA
             && g.arena_off.checked_add(g.arena_len) == Some(g.total_len);
@@ -415,7 +443,7 @@ mod tests {
 
     #[test]
     fn geometry_round_trips_through_checks() {
-        let g = Geometry::new(1 << 20, 1000, 0).unwrap();
+        let g = Geometry::new(1 << 20, 1000, 0, PAGE).unwrap();
         assert_eq!(g.arena_len, 1 << 20);
         assert_eq!(
             g.index_slots, 1336,
@@ -440,7 +468,7 @@ mod tests {
             1 << 24,
             u32::MAX as u64,
         ] {
-            let g = Geometry::new(1 << 20, n, 0).unwrap();
+            let g = Geometry::new(1 << 20, n, 0, PAGE).unwrap();
             assert!(g.max_live() >= n.max(48), "{n}: {g:?}");
             assert!(
                 g.max_live() < n.max(48) + 8,
@@ -452,7 +480,7 @@ mod tests {
 
     #[test]
     fn records_lie_between_index_and_arena() {
-        let g = Geometry::new(1 << 20, 1000, 128).unwrap();
+        let g = Geometry::new(1 << 20, 1000, 128, PAGE).unwrap();
         assert_eq!(g.records_off(), g.index_off + g.index_slots * 8);
         assert!(g.records_off().is_multiple_of(64));
         assert_eq!(
@@ -460,7 +488,7 @@ mod tests {
             (g.records_off() + g.index_slots * 128).next_multiple_of(PAGE)
         );
         for bad in [1, 63, 65, MAX_RECORD + 64] {
-            assert!(Geometry::new(1 << 20, 1000, bad).is_none(), "{bad}");
+            assert!(Geometry::new(1 << 20, 1000, bad, PAGE).is_none(), "{bad}");
         }
         assert_eq!(
             (
@@ -476,8 +504,50 @@ mod tests {
     }
 
     #[test]
+    fn the_arena_starts_on_a_huge_page_when_that_at_most_doubles_what_precedes_it() {
+        const HUGE: u64 = 2 << 20;
+        let at = |objects: u64, record_len: u64, huge: u64| {
+            let g = Geometry::new(64 << 20, objects, record_len, huge).unwrap();
+            let end = index_end(g.index_off, g.index_slots, g.record_len).unwrap();
+            assert!(arena_start_ok(g.arena_off, end), "{g:?}");
+            assert_eq!(g.total_len, g.arena_off + g.arena_len);
+            (g.arena_off, end)
+        };
+        // 1,000 objects: 51 KiB before the arena, which a huge page would multiply by 40.
+        assert_eq!(at(1000, 0, HUGE), at(1000, 0, PAGE));
+        assert_eq!(at(1000, 0, HUGE).0, at(1000, 0, HUGE).1);
+        // 100,000 objects (W1): 1.1 MB of header and index, on one huge page.
+        assert_eq!(at(100_000, 0, HUGE).0, HUGE);
+        // 200,000: 2.2 MB, on two.
+        assert_eq!(at(200_000, 0, HUGE).0, 2 * HUGE);
+        // With records: 100,000 objects' records of 128 bytes and index, 18.2 MB, on 9.
+        assert_eq!(at(100_000, 128, HUGE).0, 9 * HUGE);
+        // Just under half a huge page before the arena: no padding.
+        let (off, end) = at(((HUGE / 2 - HEADER_SIZE - PAGE) / 8) * 3 / 4, 0, HUGE);
+        assert!(end < HUGE / 2 && off == end, "{off} {end}");
+        // A machine without huge pages (or with odd figures): the arena follows the index.
+        for huge in [0, PAGE, 3 << 20] {
+            assert_eq!(at(100_000, 0, huge).0, at(100_000, 0, huge).1);
+        }
+    }
+
+    #[test]
+    fn a_header_may_place_the_arena_only_where_some_machine_would() {
+        let end = 300 * PAGE;
+        assert!(arena_start_ok(end, end));
+        assert!(arena_start_ok(2 * end, end));
+        assert!(arena_start_ok(end + PAGE, end));
+        assert!(!arena_start_ok(end - PAGE, end), "before the index ends");
+        assert!(
+            !arena_start_ok(2 * end + PAGE, end),
+            "more padding than store"
+        );
+        assert!(!arena_start_ok(end + 1, end), "off a page");
+    }
+
+    #[test]
     fn too_large_arena_is_refused() {
-        assert!(Geometry::new(MAX_ARENA + PAGE, 10, 0).is_none());
+        assert!(Geometry::new(MAX_ARENA + PAGE, 10, 0, PAGE).is_none());
     }
 
     #[test]

@@ -217,10 +217,13 @@ impl Options {
             );
         }
         let record_len = record_len_for(u64::from(self.inline_values));
+        let huge_page = crate::os::huge_page() as u64;
         // Every part was checked above; this only guards the arithmetic.
-        Geometry::new(self.capacity, max_objects, record_len).ok_or_else(|| Error::InvalidOption {
-            option: "capacity",
-            why: "the segment's size does not fit a 64-bit offset".into(),
+        Geometry::new(self.capacity, max_objects, record_len, huge_page).ok_or_else(|| {
+            Error::InvalidOption {
+                option: "capacity",
+                why: "the segment's size does not fit a 64-bit offset".into(),
+            }
         })
     }
 }

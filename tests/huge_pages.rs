@@ -33,8 +33,9 @@ fn mapping_of(name: &str) -> (usize, u64) {
     panic!("{file} is not mapped in this process");
 }
 
-/// A store whose index and records span three whole huge pages (40,000 objects: 53,336
-/// slots, 427 KB of index and 6.8 MB of 128-byte records), with some objects in it.
+/// A store whose header, index and records fill four huge pages (40,000 objects: 53,336
+/// slots, 427 KB of index and 6.8 MB of 128-byte records, 7.3 MB in all: the arena starts
+/// at 8 MiB), with some objects in it.
 fn store_with_records() -> TempStore {
     let s = TempStore::new(
         "huge",
@@ -78,23 +79,35 @@ fn check_mapping(who: &str, name: &str, expect_kib: u64) -> u64 {
     kib
 }
 
+/// Whether this machine's huge pages are the 2 MiB these tests count in.
+fn huge_pages_are_2_mib() -> bool {
+    let other = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+        .is_ok_and(|s| s.trim() != "2097152");
+    if other {
+        eprintln!("huge pages are not 2 MiB here: not tested");
+    }
+    !other
+}
+
+/// How many KiB of store `name` its creator (this process) maps by huge pages, checked: the
+/// creator collapses the first `whole_kib` KiB (everything before the arena) and maps them,
+/// wherever the kernel lets it; asked again here, the kernel says whether it would have.
+fn creator_got(name: &str, whole_kib: u64) -> u64 {
+    let (_, got) = mapping_of(name);
+    assert!(
+        got >= whole_kib || !kernel_collapses(name, whole_kib),
+        "the kernel puts the store on huge pages when asked, but its creator did not ({got} KiB)"
+    );
+    check_mapping("creator", name, got)
+}
+
 #[test]
 fn creator_and_opener_map_the_index_and_records_on_huge_pages() {
-    if std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-        .is_ok_and(|s| s.trim() != "2097152")
-    {
-        eprintln!("huge pages are not 2 MiB here: not tested");
+    if !huge_pages_are_2_mib() {
         return;
     }
     let s = store_with_records();
-    // The creator collapses the three whole huge pages before the arena and maps them,
-    // wherever the kernel lets it: asked again here, the kernel says whether it would have.
-    let (_, got) = mapping_of(&s.name);
-    assert!(
-        got >= 3 * HUGE_KIB || !kernel_collapses(&s.name, 3 * HUGE_KIB),
-        "the kernel puts the store on huge pages when asked, but its creator did not ({got} KiB)"
-    );
-    let creator = check_mapping("creator", &s.name, got);
+    let creator = creator_got(&s.name, 4 * HUGE_KIB);
     let env = [("SHMSTORE_TEST_HUGE_KIB", creator.to_string())];
     let mut kid = ChildProc::spawn("huge_opener_child", "huge-opener", &s.name, &env, true);
     kid.expect_success(WATCHDOG);
@@ -115,7 +128,7 @@ fn creator_and_opener_map_the_index_and_records_on_huge_pages() {
 
 /// Child: opens the store by name, reads every object (touching records all over the
 /// table), and checks that its own mapping holds them on huge pages wherever the creator's
-/// does (the part of the file before the arena, 6 MiB, when the kernel collapsed it).
+/// does (the part of the file before the arena, 8 MiB, when the kernel collapsed it).
 #[test]
 fn huge_opener_child() {
     let Some(s) = child_store("huge-opener") else {
@@ -129,7 +142,45 @@ fn huge_opener_child() {
     }
     let name = common::child_env(common::STORE_VAR);
     let creator: u64 = common::child_env("SHMSTORE_TEST_HUGE_KIB").parse().unwrap();
-    // 2,000 objects over 53,336 slots touch records on each of the three huge pages.
-    check_mapping("opener", &name, creator.min(3 * HUGE_KIB));
+    // 2,000 objects over 53,336 slots touch records on each of the four huge pages.
+    check_mapping("opener", &name, creator.min(4 * HUGE_KIB));
     println!("opener checked");
+}
+
+/// A store without records whose header and index are 1.1 MB (100,000 objects, as W1's): the
+/// arena starts at 2 MiB, so that the index is on one huge page instead of 270 small ones.
+/// Its creator maps that page whole; a small store (11 KiB of index) is not padded.
+#[test]
+fn a_default_store_of_100_000_objects_has_its_index_on_a_huge_page() {
+    if !huge_pages_are_2_mib() {
+        return;
+    }
+    let s = TempStore::new("huge-index", opts(64 << 20).max_objects(100_000));
+    for i in 0..OBJECTS {
+        s.put_bytes(&format!("key-{i}"), &[i as u8; 64]).unwrap();
+    }
+    creator_got(&s.name, HUGE_KIB);
+    // The segment is the capacity's arena after what precedes it.
+    assert_eq!(before_arena(&s.name), HUGE_KIB * 1024);
+    for i in 0..OBJECTS {
+        assert_eq!(
+            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
+            [i as u8; 64]
+        );
+    }
+    s.check().unwrap();
+    let small = TempStore::new("huge-small", opts(64 << 20).max_objects(1000));
+    assert_eq!(
+        before_arena(&small.name),
+        52 << 10,
+        "header and index, unpadded"
+    );
+}
+
+/// Bytes of store `name`'s segment before its arena (of 64 MiB).
+fn before_arena(name: &str) -> u64 {
+    let len = std::fs::metadata(format!("/dev/shm/shmstore.{name}"))
+        .unwrap()
+        .len();
+    len - (64 << 20)
 }

@@ -143,8 +143,9 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            // Header fields end at 38272 (layout version 6); the index starts at 40960, its
-            // records (if any) follow it, and the arena follows them.
+            // Header fields end at 38272 (layout version 7); the index starts at 40960, its
+            // records (if any) follow it, and the arena follows them (on the next huge page
+            // in a large store).
             0 => (16, 38272),
             1 => (40960, arena_off.max(40961)),
             2 => (arena_off, arena_off + top.max(64)),
