@@ -516,7 +516,7 @@ mod tests {
         // 1,000 objects: 51 KiB before the arena, which a huge page would multiply by 40.
         assert_eq!(at(1000, 0, HUGE), at(1000, 0, PAGE));
         assert_eq!(at(1000, 0, HUGE).0, at(1000, 0, HUGE).1);
-        // 100,000 objects (W1): 1.1 MB of header and index, on one huge page.
+        // 100,000 objects: 1.1 MB of header and index, on one huge page.
         assert_eq!(at(100_000, 0, HUGE).0, HUGE);
         // 200,000: 2.2 MB, on two.
         assert_eq!(at(200_000, 0, HUGE).0, 2 * HUGE);

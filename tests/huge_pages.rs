@@ -147,8 +147,9 @@ fn huge_opener_child() {
     println!("opener checked");
 }
 
-/// A store without records whose header and index are 1.1 MB (100,000 objects, as W1's): the
-/// arena starts at 2 MiB, so that the index is on one huge page instead of 270 small ones.
+/// A store without records whose header and index are 1.1 MB (100,000 objects; W1's are
+/// 1.4 MB): the arena starts at 2 MiB, so that the index is on one huge page instead of 270
+/// small ones.
 /// Its creator maps that page whole; a small store (11 KiB of index) is not padded.
 #[test]
 fn a_default_store_of_100_000_objects_has_its_index_on_a_huge_page() {
