@@ -9,6 +9,14 @@ use crate::layout::{Geometry, MAX_ARENA, MAX_RECORD, PAGE, RECORD_HEADER, record
 /// Longest lock timeout a store accepts (an opener trusts the one in the segment, so a
 /// scribbled one must not mean waiting forever).
 pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest: under it a busy lock would time out before its holder's next instruction, and
+/// recovering an orphaned lock (checked every 100 ms) could never happen.
+pub const MIN_LOCK_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Whether a store may have this lock timeout.
+pub(crate) fn lock_timeout_ok(timeout: Duration) -> bool {
+    (MIN_LOCK_TIMEOUT..=MAX_LOCK_TIMEOUT).contains(&timeout)
+}
 
 /// What a put does when the store (or the machine) is short of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,7 +129,8 @@ impl Options {
         self
     }
 
-    /// How long an operation waits for the store's lock before `Error::Timeout`.
+    /// How long an operation waits for the store's lock before `Error::Timeout` (1 ms to
+    /// 1 h).
     pub fn lock_timeout(mut self, timeout: Duration) -> Options {
         self.lock_timeout = timeout;
         self
@@ -169,7 +178,7 @@ impl Options {
         if self.capacity == 0 {
             return bad(
                 "capacity",
-                "it is 0; give the store some bytes, e.g. 64 << 20".into(),
+                "it is 0; give the store some bytes (e.g. 64 MiB)".into(),
             );
         }
         // The arena is whole pages: the largest capacity is the last page boundary under
@@ -179,7 +188,8 @@ impl Options {
             return bad(
                 "capacity",
                 format!(
-                    "{} bytes is more than the largest store, {largest_arena} bytes",
+                    "{} bytes is more than the largest store, {largest_arena} bytes (4 KiB \
+                     under 64 GiB)",
                     self.capacity
                 ),
             );
@@ -193,7 +203,7 @@ impl Options {
                 ),
             );
         }
-        if self.lock_timeout.is_zero() || self.lock_timeout > MAX_LOCK_TIMEOUT {
+        if !lock_timeout_ok(self.lock_timeout) {
             return bad(
                 "lock_timeout",
                 format!("{:?} is outside 1 ms..=1 h", self.lock_timeout),
@@ -237,12 +247,17 @@ mod tests {
     fn out_of_range_options_are_errors() {
         let d = Options::default();
         assert!(d.geometry().is_ok());
+        assert!(d.lock_timeout(MIN_LOCK_TIMEOUT).geometry().is_ok());
+        assert!(d.lock_timeout(MAX_LOCK_TIMEOUT).geometry().is_ok());
         for bad in [
             d.capacity(0),
             d.min_free_mem_pct(-0.1),
             d.min_free_mem_pct(1.5),
             d.min_free_mem_pct(f64::NAN),
             d.lock_timeout(Duration::ZERO),
+            d.lock_timeout(Duration::from_nanos(1)),
+            d.lock_timeout(MIN_LOCK_TIMEOUT - Duration::from_nanos(1)),
+            d.lock_timeout(MAX_LOCK_TIMEOUT + Duration::from_nanos(1)),
             d.capacity(MAX_ARENA + 1),
             d.capacity(MAX_ARENA),
             d.max_objects(0),

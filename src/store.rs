@@ -189,14 +189,16 @@ impl Store {
                 source,
             })
         })?;
-        // What the index really holds (a few more than asked, to a whole cache line), as
-        // `open` reports it.
+        // What the store really holds (whole pages of arena, a few more objects than asked
+        // to a whole cache line of index), as `open` and `stats` report it.
+        let capacity = m.geo().arena_len;
         let max_objects = Some(m.geo().max_live());
         let inline_values = m.geo().inline_values() as u32;
         Ok(Store::from_mapping(
             name,
             m,
             Options {
+                capacity,
                 max_objects,
                 inline_values,
                 ..options
@@ -214,7 +216,7 @@ impl Store {
             why: why.to_owned(),
         };
         let options = Options {
-            capacity: h.capacity.load(Relaxed),
+            capacity: m.geo().arena_len,
             min_free_mem_pct: f64::from_bits(h.min_free_bits.load(Relaxed)),
             put_policy: PutPolicy::from_raw(h.put_policy.load(Relaxed))
                 .ok_or_else(|| corrupt("unknown put policy"))?,
@@ -224,8 +226,7 @@ impl Store {
             inline_values: m.geo().inline_values() as u32,
         };
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
-            || options.lock_timeout.is_zero()
-            || options.lock_timeout > crate::options::MAX_LOCK_TIMEOUT
+            || !crate::options::lock_timeout_ok(options.lock_timeout)
         {
             return Err(corrupt("options in the header are out of range"));
         }
@@ -391,7 +392,12 @@ impl Store {
 
     /// Stores `value` (serialized with bincode) under `key`, replacing any object there.
     /// `Ok(false)` when the policy refused it; a refused put leaves an existing object as it
-    /// was.
+    /// was. A put is refused when less than `min_free_mem_pct` of memory is available (under
+    /// `Rotate`, even after evicting), and under `Strict` when the store is full: its arena,
+    /// or its index (`max_objects`). A replacement needs room for the new value beside the
+    /// old one until it is written (the old one is never lost to a put that fails), so a
+    /// full `Strict` store refuses even a same-size replacement: remove the key first.
+    /// `stats().refused_puts` counts refusals.
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
         self.put_as::<Bincode, T>(key, value)
     }
@@ -796,7 +802,9 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
     index::rebuild(l, entries.into_iter())
 }
 
-/// Whether a usable store exists under `name`.
+/// Whether a usable store exists under `name`. Like [`Store::open`], waits up to 3 s for a
+/// store that is still being created (a segment of size 0, or whose header is not ready):
+/// `false` after that, if its creator died while making it.
 pub fn valid(name: &str) -> bool {
     Store::open(name).is_ok()
 }

@@ -449,6 +449,18 @@ fn options_default_matches_the_original() {
 }
 
 #[test]
+fn a_store_reports_the_capacity_it_has_whole_pages_of() {
+    // 1,000,000 bytes is 244.1 pages: the arena has 245, and every report says so.
+    let s = TempStore::new("pages", opts(1_000_000));
+    assert_eq!(s.options().capacity, 245 * 4096);
+    assert_eq!(s.stats().unwrap().capacity, 245 * 4096);
+    assert_eq!(
+        Store::open(s.name()).unwrap().options().capacity,
+        245 * 4096
+    );
+}
+
+#[test]
 fn after_a_churn_rotation_makes_room_for_fourteen_64k_objects_in_1mib() {
     let s = TempStore::new("frag-rotate", opts(1 << 20));
     let mut rng = common::Rng(987654321u64);

@@ -1144,14 +1144,14 @@ const MAX_CASE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A scribble that brings the segment's lock timeout back to [`LOCK_TIMEOUT`] when the
 /// scribbles left it valid but longer than [`MAX_CASE_LOCK_TIMEOUT`]. Up to an hour is a
-/// valid timeout (open rejects more, and zero), and a waiter honours it in full when the
+/// valid timeout (open rejects more, and less than 1 ms), and a waiter honours it in full when the
 /// scribbles also make the mutex look held (by a thread that is not ours, or none): the
 /// child would then take up to three hours, as designed, which is not a hang but cannot be
 /// waited for here. The timeouts open rejects are left for it to reject.
 fn bound_lock_timeout(name: &str) -> Option<Applied> {
     let header = std::fs::read(segment_path(name)).expect("read the segment file");
     let ns = u64_at(&header, hdr::LOCK_TIMEOUT_NS);
-    let valid = ns > 0 && ns <= MAX_VALID_LOCK_TIMEOUT.as_nanos() as u64;
+    let valid = ns >= 1_000_000 && ns <= MAX_VALID_LOCK_TIMEOUT.as_nanos() as u64;
     (valid && ns > MAX_CASE_LOCK_TIMEOUT.as_nanos() as u64).then(|| {
         put_u64(
             hdr::LOCK_TIMEOUT_NS,
