@@ -26,12 +26,50 @@ macro_rules! decode_limited {
         $(
             if claim <= $limit {
                 let config = bincode::config::standard().with_limit::<$limit>();
-                return bincode::serde::decode_from_slice($bytes, config).map_err(|e| e.to_string()).and_then(whole($bytes.len()));
+                return bincode::serde::decode_from_slice($bytes, config).map_err(decode_error).and_then(whole($bytes.len()));
             }
         )+
         let config = bincode::config::standard().with_limit::<{ 1 << 40 }>();
-        bincode::serde::decode_from_slice($bytes, config).map_err(|e| e.to_string()).and_then(whole($bytes.len()))
+        bincode::serde::decode_from_slice($bytes, config).map_err(decode_error).and_then(whole($bytes.len()))
     }};
+}
+
+/// What a failed decode means, in words (bincode's own text is its enum's debug form).
+fn decode_error(e: bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as D;
+    use bincode::serde::DecodeError as S;
+    match e {
+        D::UnexpectedEnd { additional } => {
+            format!("its bytes end {additional} byte(s) short of a value of that type")
+        }
+        D::LimitExceeded => "it claims more memory than its size allows (16 times its bytes): \
+                             not a value of that type"
+            .into(),
+        D::OtherString(why) => why,
+        D::Other(why) => why.into(),
+        D::Serde(S::AnyNotSupported | S::IgnoredAnyNotSupported | S::IdentifierNotSupported) => {
+            "the type needs a self-describing format (serde's `deserialize_any`: untagged or \
+             flattened enums, `serde_json::Value`), which bincode is not; store it with a codec \
+             that is, through put_as/get_as"
+                .into()
+        }
+        other => format!("its bytes are not a value of that type ({other:?})"),
+    }
+}
+
+/// What a failed encode means, in words.
+fn encode_error(e: bincode::error::EncodeError) -> String {
+    use bincode::error::EncodeError as E;
+    match e {
+        E::OtherString(why) => why,
+        E::Other(why) => why.into(),
+        E::Serde(bincode::serde::EncodeError::SequenceMustHaveLength) => {
+            "bincode needs the length of every sequence up front, and this one has none (an \
+             iterator serialized without a length)"
+                .into()
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 fn whole<T>(len: usize) -> impl FnOnce((T, usize)) -> Result<T, String> {
@@ -48,7 +86,7 @@ impl Codec for Bincode {
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
         bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(encode_error)
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
@@ -85,6 +123,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_decode_says_why_in_words() {
+        let short = Bincode::decode::<(u64, String)>(&[1, 5, b'a']).unwrap_err();
+        assert_eq!(
+            short,
+            "its bytes end 4 byte(s) short of a value of that type"
+        );
+        let not_bool = Bincode::decode::<bool>(&[7]).unwrap_err();
+        assert!(
+            not_bool.starts_with("its bytes are not a value of that type"),
+            "{not_bool}"
+        );
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(untagged)]
+        #[allow(dead_code)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        let any = Bincode::decode::<Either>(&[1]).unwrap_err();
+        assert!(any.contains("self-describing"), "{any}");
+    }
+
+    #[test]
     fn trailing_bytes_are_an_error() {
         let mut out = Vec::new();
         Bincode::encode(&70000u32, &mut out).unwrap();
@@ -100,10 +161,10 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        assert!(
-            Bincode::encode(&Bad, &mut out)
-                .unwrap_err()
-                .contains("cannot serialize Bad")
+        assert_eq!(
+            Bincode::encode(&Bad, &mut out).unwrap_err(),
+            "cannot serialize Bad",
+            "the type's own words, not bincode's enum"
         );
     }
 }
