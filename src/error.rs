@@ -8,7 +8,7 @@ use std::time::Duration;
 pub enum Error {
     /// The store name cannot be used.
     #[error(
-        "invalid store name {name:?}: {why}; use 1 to {max} characters, no '/', no control characters",
+        "invalid store name {name:?}: {why}; use 1 to {max} bytes (a non-ASCII character takes several), no '/', no control characters",
         max = crate::segment::MAX_NAME_LEN
     )]
     InvalidName { name: String, why: &'static str },
@@ -38,12 +38,14 @@ pub enum Error {
 
     /// Deserializing a stored value failed (wrong type asked for, or a corrupt value).
     #[error(
-        "could not deserialize the value under key {key:?}: {why}; read it with the type it was stored as"
+        "could not deserialize the value under key {key:?}: {why}; read it with the type (and codec) it was stored with, or with get_bytes if it was stored as raw bytes"
     )]
     Decode { key: String, why: String },
 
     /// No store exists under that name.
-    #[error("no store named {0:?}; create it first (Store::create or `shmstore create`)")]
+    #[error(
+        "no store named {0:?}; check the name (`shmstore ls` lists the stores), or create it (Store::create or `shmstore create`)"
+    )]
     NotFound(String),
 
     /// `create` found the name taken.

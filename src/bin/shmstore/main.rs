@@ -85,6 +85,10 @@ impl From<Error> for Fail {
             | Error::Incompatible { name, .. } => {
                 format!("\n  (from the shell: `shmstore destroy {name}` removes it)")
             }
+            Error::AlreadyExists(name) => format!(
+                "\n  (from the shell: `shmstore stat {name}` shows it, `shmstore destroy {name}` \
+                 removes it)"
+            ),
             _ => String::new(),
         };
         Fail::Msg(format!("{e}{hint}"))
