@@ -338,6 +338,13 @@ fn put_get_keys_rm() {
     // An empty value is a value.
     ok_in(&["put", name, "empty"], b"");
     assert_eq!(ok(&["get", name, "empty"]), "");
+    // A key with a newline stays one line of text (escaped); JSON has it exactly.
+    ok_in(&["put", name, "two\nlines"], b"x");
+    assert_eq!(ok(&["keys", name, "--prefix", "two"]), "two\\nlines\n");
+    assert_eq!(
+        json(&["keys", name, "--prefix", "two"]),
+        serde_json::json!(["two\nlines"])
+    );
 }
 
 #[test]
@@ -426,6 +433,13 @@ fn stat_shows_evictions_and_refusals() {
         }
     }
     assert!(refused >= 1);
+    // With --format json, a refused put says so on stdout as well (and still fails).
+    let out = run(&["put", strict.as_str(), "f", "--format", "json"], &kib);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&["put"], &out));
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["stored"], false, "{said}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    refused += 1;
     let s = json(&["stat", strict.as_str()]);
     assert_eq!(s["refused_puts"], refused);
     assert_eq!(s["evictions"], 0);

@@ -28,8 +28,12 @@ pub fn run(args: Args, format: Format) -> Outcome {
         Format::Text => {
             fmt::line(format!("destroyed store {:?}", args.name))?;
             if !open_by.is_empty() {
+                let (keep, they) = match open_by.len() {
+                    1 => ("keeps", "it closes"),
+                    _ => ("keep", "they close"),
+                };
                 fmt::line(format!(
-                    "note: still open by {}, which keep using it until they close it",
+                    "note: still open by {}, which {keep} using it until {they} it",
                     fmt::pids(&open_by)
                 ))?;
             }

@@ -20,14 +20,17 @@ pub fn run(args: Args, format: Format) -> Outcome {
     std::io::stdin()
         .read_to_end(&mut value)
         .map_err(|e| Fail::Msg(format!("could not read stdin: {e}")))?;
-    if !store.put_bytes(&args.key, &value)? {
+    let stored = store.put_bytes(&args.key, &value)?;
+    if !stored {
+        // JSON readers get the outcome on stdout too; the reason goes to stderr as for
+        // every failure, with exit status 1.
+        if format == Format::Json {
+            fmt::json(&outcome(&args, value.len(), false), true)?;
+        }
         return Err(Fail::Msg(refused(&store.stats()?)));
     }
     match format {
-        Format::Json => fmt::json(
-            &json!({ "name": args.name, "key": args.key, "size": value.len(), "stored": true }),
-            true,
-        )?,
+        Format::Json => fmt::json(&outcome(&args, value.len(), true), true)?,
         Format::Text => fmt::line(format!(
             "stored {} under {:?} in {:?}",
             fmt::bytes(value.len() as u64),
@@ -36,6 +39,10 @@ pub fn run(args: Args, format: Format) -> Outcome {
         ))?,
     }
     Ok(())
+}
+
+fn outcome(args: &Args, size: usize, stored: bool) -> serde_json::Value {
+    json!({ "name": args.name, "key": args.key, "size": size, "stored": stored })
 }
 
 fn refused(s: &shmstore::Stats) -> String {

@@ -24,7 +24,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
         _ => Err(format!(
-            "{s:?} is not an interval; give seconds between 0 and 3600, e.g. 1 or 0.5"
+            "{s:?} is not an interval; give seconds over 0 and up to 3600, e.g. 1 or 0.5"
         )),
     }
 }
