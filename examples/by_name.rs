@@ -21,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 store.put("writer-pid", &std::process::id())?;
                 std::thread::sleep(Duration::from_millis(100));
             }
-            println!("writer done; the store stays until destroyed");
+            if shmstore::valid(NAME) {
+                println!("writer done; the store stays until destroyed (`-- clean`)");
+            } else {
+                println!("writer done; the store was destroyed meanwhile");
+            }
         }
         Some("reader") => {
             let store = loop {
@@ -37,8 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..20 {
                 let tick: Option<u64> = store.get("tick")?;
                 let pid: Option<u32> = store.get("writer-pid")?;
+                let (Some(tick), Some(pid)) = (tick, pid) else {
+                    println!("nothing written yet");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                };
                 println!(
-                    "tick {tick:?} written by pid {pid:?}; processes with the store open: {:?}",
+                    "tick {tick} written by pid {pid}; processes with the store open: {:?}",
                     store.processes()
                 );
                 std::thread::sleep(Duration::from_millis(500));

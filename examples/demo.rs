@@ -172,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let s = store.stats()?;
     println!(
-        "stats: {} objects, {:.1} MiB used of {:.0} MiB, {} puts, {} hits, {} misses (hit ratio {:.2}), {} evictions, {} lock timeouts, {} recoveries",
+        "stats: {} objects, {:.1} MiB used of {:.0} MiB, {} puts, {} hits, {} misses (hit ratio {:.4}), {} evictions, {} lock timeouts, {} recoveries",
         s.objects,
         s.used_bytes as f64 / (1 << 20) as f64,
         s.capacity as f64 / (1 << 20) as f64,
