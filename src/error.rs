@@ -93,13 +93,37 @@ pub enum Error {
     Corrupt { name: String, why: String },
 
     /// An operating-system call failed.
-    #[error("{op} failed for store {name:?}: {source}")]
+    #[error("{op} failed for store {name:?}: {source}{}", os_advice(.source, .name))]
     Os {
         op: &'static str,
         name: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What to do about a failed system call, for the errors a user can act on.
+fn os_advice(e: &std::io::Error, name: &str) -> String {
+    let file = format!("/dev/shm/{}{name}", crate::segment::PREFIX);
+    match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => format!(
+            "; the store belongs to another user, or its mode keeps this one out (`ls -l {file}`; \
+             Options::group_access shares a store with its owner's group)"
+        ),
+        Some(libc::ENOSPC) => "; /dev/shm is full (`df -h /dev/shm`): remove stores no longer \
+                               used (`shmstore gc`), or make this one smaller"
+            .into(),
+        Some(libc::EMFILE | libc::ENFILE) => "; too many open files: drop handles no longer \
+                                              used, or raise the limit (`ulimit -n`)"
+            .into(),
+        Some(libc::ENOMEM) => "; the system is short of memory or of mappings \
+                               (`sysctl vm.max_map_count`)"
+            .into(),
+        Some(libc::EISDIR | libc::EINVAL) if std::path::Path::new(&file).is_dir() => {
+            format!("; {file} is a directory, not a store: remove it, or choose another name")
+        }
+        _ => String::new(),
+    }
 }
 
 /// `Result` with this crate's [`Error`].
@@ -123,3 +147,42 @@ macro_rules! corrupt {
     ($($arg:tt)*) => { $crate::error::Corruption(format!($($arg)*)) };
 }
 pub(crate) use corrupt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: i32, name: &str) -> String {
+        Error::Os {
+            op: "shm_open",
+            name: name.into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn failed_system_calls_say_what_to_do_where_a_user_can() {
+        assert!(os(libc::EACCES, "s").contains("another user"));
+        assert!(os(libc::ENOSPC, "s").contains("df -h /dev/shm"));
+        assert!(os(libc::EMFILE, "s").contains("ulimit -n"));
+        assert!(
+            os(libc::EIO, "s").ends_with("(os error 5)"),
+            "no advice to give"
+        );
+        // A directory where the segment would be: shm_open says EINVAL.
+        let name = format!("test-unit-dir-{}", std::process::id());
+        let dir = format!("/dev/shm/{}{name}", crate::segment::PREFIX);
+        std::fs::create_dir(&dir).unwrap();
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _gone = Gone(dir.clone());
+        let err = crate::Store::open(&name).unwrap_err().to_string();
+        assert!(err.contains("is a directory, not a store"), "{err}");
+        assert!(!os(libc::EINVAL, "no-such-dir").contains("directory"));
+    }
+}
