@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shmstore::{Options, PutPolicy, Store};
+use shmstore::{Options, Put, PutPolicy, Store};
 
 fn main() -> shmstore::Result<()> {
     let name = format!("quickstart-{}", std::process::id());
@@ -16,6 +16,10 @@ fn main() -> shmstore::Result<()> {
     let same = Store::open_or_create(&name, opts)?;
 
     assert!(store.put("a", &vec![1u32, 2, 3])?); // false if the policy refused it
+    match store.try_put("b", &7u8)? {
+        Put::Stored => println!("b stored"),
+        Put::Refused(why) => println!("b not stored: {why}"), // which limit refused it
+    }
     let v: Option<Vec<u32>> = other.get("a")?;
     let n: u32 = other.get_or("missing", 7)?;
     println!("a = {v:?}, missing = {n}");

@@ -74,11 +74,27 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
 }
 
 /// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when
-/// the file system (for /dev/shm, its size limit) is full.
+/// the file system (for /dev/shm, its size limit) is full. Failures are counted (see
+/// [`fallocate_failures`]).
 pub fn fallocate(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
     // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
-    check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) })
-        .map(|_| ())
+    let done = check(unsafe {
+        libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t)
+    });
+    if done.is_err() {
+        FALLOCATE_FAILURES.with(|n| n.set(n.get() + 1));
+    }
+    done.map(|_| ())
+}
+
+/// Failed [`fallocate`] calls made by this thread so far: a put tells from a change whether
+/// /dev/shm had no room for it (every call of a put is made by the thread that put).
+pub fn fallocate_failures() -> u64 {
+    FALLOCATE_FAILURES.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    static FALLOCATE_FAILURES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Gives the pages of `[off, off + len)` back to the system; they read as zeros afterwards

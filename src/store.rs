@@ -18,6 +18,7 @@ use crate::memory::MemorySampler;
 use crate::optimistic::{self, Outcome};
 use crate::options::{Options, PutPolicy};
 use crate::recovery;
+use crate::refusal::{Put, Refusal};
 use crate::segment;
 use crate::stats::Stats;
 use crate::{arena, attach, compact, lru};
@@ -402,6 +403,14 @@ impl Store {
         self.put_as::<Bincode, T>(key, value)
     }
 
+    /// [`put`](Store::put), saying which limit refused the object if one did.
+    pub fn try_put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Put> {
+        check_key(key)?;
+        let mut buf = Vec::new();
+        Bincode::encode(value, &mut buf).map_err(Error::Encode)?;
+        self.try_put_bytes(key, &buf)
+    }
+
     /// [`put`](Store::put) with another [`Codec`].
     pub fn put_as<C: Codec, T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
         check_key(key)?;
@@ -412,6 +421,11 @@ impl Store {
 
     /// Stores raw bytes under `key`; no serialization.
     pub fn put_bytes(&self, key: &str, value: &[u8]) -> Result<bool> {
+        self.try_put_bytes(key, value).map(Put::stored)
+    }
+
+    /// [`put_bytes`](Store::put_bytes), saying which limit refused the object if one did.
+    pub fn try_put_bytes(&self, key: &str, value: &[u8]) -> Result<Put> {
         check_key(key)?;
         let units = block_units(key.len(), value.len());
         let capacity = self.inner.m.geo().arena_len;
@@ -429,22 +443,32 @@ impl Store {
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
         let early = index::Early::new(&self.inner.m, key.as_bytes());
-        let (stored, freed, lost_old) = self.locked(|l| {
+        let (put, freed, lost_old) = self.locked(|l| {
             let h = l.header();
             let hash = early.under(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
             let mut freed = 0u64;
             // Set once the object under this key was removed to make room for its successor.
             let mut lost_old = false;
-            let refuse = |freed| {
+            // A refusal after /dev/shm refused memory is for that, whatever limit came next.
+            let failures = crate::os::fallocate_failures();
+            let refuse = |freed, why| {
                 l.add_held(&h.refused_puts, 1);
-                Ok((false, freed, false))
+                let why = if crate::os::fallocate_failures() == failures {
+                    why
+                } else {
+                    Refusal::ShmFull
+                };
+                Ok((Put::Refused(why), freed, false))
             };
             // The refusals that need no change come before the write begins: lock-free
             // readers need not retry for them.
             let index_full = old.is_none() && h.index_live.load(Relaxed) >= l.geo().max_live();
-            if strict && (short > 0 || index_full) {
-                return refuse(0);
+            if strict && short > 0 {
+                return refuse(0, Refusal::MemoryLow);
+            }
+            if strict && index_full {
+                return refuse(0, Refusal::IndexFull);
             }
             l.begin_write();
             // Memory short on the machine: make room by eviction, or refuse.
@@ -452,7 +476,7 @@ impl Store {
                 while freed < short {
                     match lru::victim(l, old.map(|f| f.unit))? {
                         Some(v) => freed += self.evict(l, v)?,
-                        None => return refuse(freed),
+                        None => return refuse(freed, Refusal::MemoryLow),
                     }
                 }
             }
@@ -460,7 +484,7 @@ impl Store {
             while old.is_none() && h.index_live.load(Relaxed) >= l.geo().max_live() {
                 match lru::victim(l, None)? {
                     Some(v) if !strict => freed += self.evict(l, v)?,
-                    _ => return refuse(freed),
+                    _ => return refuse(freed, Refusal::IndexFull),
                 }
             }
             // Room in the arena.
@@ -487,7 +511,7 @@ impl Store {
                     }
                 }
                 if strict {
-                    return refuse(freed);
+                    return refuse(freed, Refusal::StoreFull);
                 }
                 match (lru::victim(l, old.map(|f| f.unit))?, old) {
                     (Some(v), _) => freed += self.evict(l, v)?,
@@ -498,14 +522,18 @@ impl Store {
                     (None, Some(f)) => {
                         let start = l.geo().arena_off;
                         if crate::os::fallocate(l.fd(), start, units * UNIT).is_err() {
-                            return refuse(freed);
+                            return refuse(freed, Refusal::ShmFull);
                         }
                         freed += unlink_entry(l, f)?;
                         old = None;
                         lost_old = true;
                     }
-                    (None, None) if lost_old => return Ok((false, freed, true)),
-                    (None, None) => return refuse(freed),
+                    (None, None) if lost_old => {
+                        return Ok((Put::Refused(Refusal::ShmFull), freed, true));
+                    }
+                    // Nothing left to evict and still no room, for an object no larger
+                    // than the arena: /dev/shm refused the memory.
+                    (None, None) => return refuse(freed, Refusal::ShmFull),
                 }
             };
             write_block(l, unit, key.as_bytes(), value)?;
@@ -536,11 +564,11 @@ impl Store {
             if index::crowded(l) {
                 rebuild_index(l)?;
             }
-            Ok((true, freed, false))
+            Ok((Put::Stored, freed, false))
         })?;
         // The memory estimate counted this put's bytes before it was made: take them back
         // if it stored nothing, and credit what it freed.
-        let unstored = if stored { 0 } else { units * UNIT };
+        let unstored = if put.stored() { 0 } else { units * UNIT };
         self.inner.memory.freed(freed + unstored);
         if lost_old {
             // The space reserved for it was taken by another process in between: rare, and
@@ -551,7 +579,7 @@ impl Store {
                 source: std::io::Error::from_raw_os_error(libc::ENOSPC),
             });
         }
-        Ok(stored)
+        Ok(put)
     }
 
     /// Evicts the entry `found` (as `lru::victim` chose it); returns the bytes freed.

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cleanup, TempStore, opts, unique_name};
-use shmstore::{Error, Options, PutPolicy, Store};
+use shmstore::{Error, Options, Put, PutPolicy, Refusal, Store};
 
 #[test]
 fn put_get_has_remove_count_keys() {
@@ -135,9 +135,18 @@ fn strict_refuses_and_keeps_the_old_object() {
     assert_eq!(s.count().unwrap(), stored);
     // Replacing k0 with a larger value does not fit: refused, and k0 is unchanged.
     assert!(!s.put_bytes("k0", &vec![2u8; 120 << 10]).unwrap());
+    assert_eq!(
+        s.try_put_bytes("k0", &vec![2u8; 120 << 10]).unwrap(),
+        Put::Refused(Refusal::StoreFull)
+    );
+    assert_eq!(
+        s.try_put("k0", &vec![2u8; 120 << 10]).unwrap(),
+        Put::Refused(Refusal::StoreFull),
+        "the typed put says why as well"
+    );
     assert_eq!(s.get_bytes("k0").unwrap().unwrap(), v);
     assert_eq!(s.stats().unwrap().evictions, 0);
-    assert!(s.stats().unwrap().refused_puts >= 2);
+    assert!(s.stats().unwrap().refused_puts >= 4);
     s.check().unwrap();
 }
 
@@ -160,8 +169,16 @@ fn memory_threshold_refuses_in_strict_and_rotates_in_rotate() {
             .put_policy(PutPolicy::Strict),
     );
     assert!(!strict.put_bytes("k", b"v").unwrap());
+    assert_eq!(
+        strict.try_put_bytes("k", b"v").unwrap(),
+        Put::Refused(Refusal::MemoryLow)
+    );
     let rotate = TempStore::new("mem-rotate", opts(1 << 20).min_free_mem_pct(1.0));
     assert!(!rotate.put_bytes("k", b"v").unwrap());
+    assert_eq!(
+        rotate.try_put_bytes("k", b"v").unwrap(),
+        Put::Refused(Refusal::MemoryLow)
+    );
     assert_eq!(rotate.count().unwrap(), 0);
 }
 
@@ -220,8 +237,12 @@ fn index_full_rotates_in_rotate_and_refuses_in_strict() {
         assert!(t.put(&format!("k{i}"), &i).unwrap());
     }
     assert!(!t.put("one-more", &0).unwrap());
+    assert_eq!(
+        t.try_put("one-more", &0).unwrap(),
+        Put::Refused(Refusal::IndexFull)
+    );
     // Replacing an existing key needs no new slot.
-    assert!(t.put("k0", &99).unwrap());
+    assert_eq!(t.try_put("k0", &99).unwrap(), Put::Stored);
     t.check().unwrap();
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{ROLE_VAR, child_role};
-use shmstore::{Options, PutPolicy, Store};
+use shmstore::{Options, Put, PutPolicy, Refusal, Store};
 
 const TMPFS_MIB: u64 = 8;
 
@@ -45,8 +45,10 @@ fn small_shm_child() {
     let strict = Store::create("strict", opts.put_policy(PutPolicy::Strict)).unwrap();
     let mut stored = 0;
     for i in 0..100 {
-        if strict.put_bytes(&format!("k{i}"), &value).unwrap() {
-            stored += 1;
+        match strict.try_put_bytes(&format!("k{i}"), &value).unwrap() {
+            Put::Stored => stored += 1,
+            // The arena has room (64 MiB): /dev/shm is what is full, and the refusal says so.
+            refused => assert_eq!(refused, Put::Refused(Refusal::ShmFull), "put {i}"),
         }
     }
     assert!(
@@ -114,9 +116,12 @@ fn small_shm_child() {
     let old = vec![5u8; 3 << 20];
     assert!(keep.put_bytes("k", &old).unwrap());
     let filler = fill_dev_shm();
-    match keep.put_bytes("k", &vec![6u8; 5 << 20]) {
-        Ok(true) => {}
-        Ok(false) => assert_eq!(keep.get_bytes("k").unwrap().as_deref(), Some(&old[..])),
+    match keep.try_put_bytes("k", &vec![6u8; 5 << 20]) {
+        Ok(Put::Stored) => {}
+        Ok(refused) => {
+            assert_eq!(refused, Put::Refused(Refusal::ShmFull));
+            assert_eq!(keep.get_bytes("k").unwrap().as_deref(), Some(&old[..]));
+        }
         Err(e) => panic!("{e}"),
     }
     keep.check().unwrap();

@@ -4,6 +4,8 @@ use std::io::Read;
 
 use serde_json::json;
 
+use shmstore::{Put, Refusal};
+
 use crate::{Fail, Format, Outcome, format as fmt, open};
 
 #[derive(clap::Args)]
@@ -20,14 +22,13 @@ pub fn run(args: Args, format: Format) -> Outcome {
     std::io::stdin()
         .read_to_end(&mut value)
         .map_err(|e| Fail::Msg(format!("could not read stdin: {e}")))?;
-    let stored = store.put_bytes(&args.key, &value)?;
-    if !stored {
+    if let Put::Refused(why) = store.try_put_bytes(&args.key, &value)? {
         // JSON readers get the outcome on stdout too; the reason goes to stderr as for
         // every failure, with exit status 1.
         if format == Format::Json {
             fmt::json(&outcome(&args, value.len(), false), true)?;
         }
-        return Err(Fail::Msg(refused(&store.stats()?)));
+        return Err(Fail::Msg(refused(why, &store.stats()?)));
     }
     match format {
         Format::Json => fmt::json(&outcome(&args, value.len(), true), true)?,
@@ -45,14 +46,21 @@ fn outcome(args: &Args, size: usize, stored: bool) -> serde_json::Value {
     json!({ "name": args.name, "key": args.key, "size": size, "stored": stored })
 }
 
-fn refused(s: &shmstore::Stats) -> String {
+fn refused(why: Refusal, s: &shmstore::Stats) -> String {
     let free = fmt::percent(s.min_free_mem_pct);
-    match s.put_policy {
-        "strict" => format!(
-            "the store refused the object: it is full, or less than {free} of memory is available, and its policy is strict; remove objects (`shmstore rm`), or create the store with --policy rotate"
+    match why {
+        Refusal::MemoryLow if s.put_policy == "strict" => format!(
+            "the store refused the object: less than {free} of memory is available, and its policy is strict; free memory, or create the store with a lower --min-free"
         ),
-        _ => format!(
+        Refusal::MemoryLow => format!(
             "the store refused the object: less than {free} of memory is available even after evicting; free memory, or create the store with a lower --min-free"
         ),
+        Refusal::StoreFull => "the store refused the object: it is full and its policy is strict; remove objects (`shmstore rm`), or create the store larger or with --policy rotate".into(),
+        Refusal::IndexFull => format!(
+            "the store refused the object: it holds {} objects, its most, and its policy is strict; remove objects (`shmstore rm`), or create the store with a larger --max-objects",
+            s.max_objects
+        ),
+        Refusal::ShmFull => "the store refused the object: /dev/shm has no room for the store to grow; free space there (`df -h /dev/shm`, `shmstore gc`), or create a smaller store".into(),
+        other => format!("the store refused the object: {other}"),
     }
 }
