@@ -93,7 +93,7 @@ pub enum Error {
     Corrupt { name: String, why: String },
 
     /// An operating-system call failed.
-    #[error("{op} failed for store {name:?}: {source}{}", os_advice(.source, .name))]
+    #[error("{op} failed for store {name:?}: {source}{}", os_advice(.op, .source, .name))]
     Os {
         op: &'static str,
         name: String,
@@ -102,14 +102,29 @@ pub enum Error {
     },
 }
 
-/// What to do about a failed system call, for the errors a user can act on.
-fn os_advice(e: &std::io::Error, name: &str) -> String {
+/// What to do about a failed system call `op`, for the errors a user can act on. (Looked
+/// up when the message is written: the directory check sees /dev/shm as it is then.)
+fn os_advice(op: &str, e: &std::io::Error, name: &str) -> String {
+    if name == "*" {
+        return String::new(); // not about one store (listing /dev/shm)
+    }
     let file = format!("/dev/shm/{}{name}", crate::segment::PREFIX);
+    let creating = op.contains("creating");
     match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) if op == "shm_unlink" => {
+            "; only the store's owner (or root) may remove it: /dev/shm is sticky".into()
+        }
+        Some(libc::EACCES | libc::EPERM) if creating => {
+            "; this user may not create files in /dev/shm (`ls -ld /dev/shm`)".into()
+        }
         Some(libc::EACCES | libc::EPERM) => format!(
             "; the store belongs to another user, or its mode keeps this one out (`ls -l {file}`; \
              Options::group_access shares a store with its owner's group)"
         ),
+        Some(libc::ENOSPC) if creating => "; /dev/shm is full, of bytes or of files (`df -h \
+                                           /dev/shm`, `df -i /dev/shm`): remove stores no \
+                                           longer used (`shmstore gc`)"
+            .into(),
         Some(libc::ENOSPC) => "; /dev/shm is full (`df -h /dev/shm`): remove stores no longer \
                                used (`shmstore gc`), or make this one smaller"
             .into(),
@@ -153,8 +168,12 @@ mod tests {
     use super::*;
 
     fn os(errno: i32, name: &str) -> String {
+        os_in("shm_open", errno, name)
+    }
+
+    fn os_in(op: &'static str, errno: i32, name: &str) -> String {
         Error::Os {
-            op: "shm_open",
+            op,
             name: name.into(),
             source: std::io::Error::from_raw_os_error(errno),
         }
@@ -170,6 +189,11 @@ mod tests {
             os(libc::EIO, "s").ends_with("(os error 5)"),
             "no advice to give"
         );
+        // The same errno means another thing from another call.
+        assert!(os_in("shm_open (creating)", libc::EACCES, "s").contains("ls -ld /dev/shm"));
+        assert!(os_in("shm_unlink", libc::EPERM, "s").contains("owner (or root)"));
+        assert!(os_in("shm_open (creating)", libc::ENOSPC, "s").contains("df -i"));
+        assert!(os_in("reading /dev/shm", libc::EACCES, "*").ends_with("(os error 13)"));
         // A directory where the segment would be: shm_open says EINVAL.
         let name = format!("test-unit-dir-{}", std::process::id());
         let dir = format!("/dev/shm/{}{name}", crate::segment::PREFIX);

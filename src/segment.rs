@@ -59,7 +59,7 @@ pub fn create(
     let path = shm_path(name)?;
     let fd = os::shm_create(&path, mode).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.to_owned()),
-        _ => os_err("shm_open", name, e),
+        _ => os_err("shm_open (creating)", name, e),
     })?;
     let made = (|| {
         os::ftruncate(&fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
