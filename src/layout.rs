@@ -525,7 +525,8 @@ mod tests {
         // Just under half a huge page before the arena: no padding.
         let (off, end) = at(((HUGE / 2 - HEADER_SIZE - PAGE) / 8) * 3 / 4, 0, HUGE);
         assert!(end < HUGE / 2 && off == end, "{off} {end}");
-        // A machine without huge pages (or with odd figures): the arena follows the index.
+        // Laid out for no huge pages (what `os::huge_page_for_layout` gives where the kernel
+        // has none), or with odd figures: the arena follows the index.
         for huge in [0, PAGE, 3 << 20] {
             assert_eq!(at(100_000, 0, huge).0, at(100_000, 0, huge).1);
         }

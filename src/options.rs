@@ -9,8 +9,8 @@ use crate::layout::{Geometry, MAX_ARENA, MAX_RECORD, PAGE, RECORD_HEADER, record
 /// Longest lock timeout a store accepts (an opener trusts the one in the segment, so a
 /// scribbled one must not mean waiting forever).
 pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Shortest: under it a busy lock would time out before its holder's next instruction, and
-/// recovering an orphaned lock (checked every 100 ms) could never happen.
+/// Shortest: a lock held for the few microseconds of another process's operation (or of
+/// a descheduled holder's time slice) must not time out.
 pub const MIN_LOCK_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Whether a store may have this lock timeout.
@@ -138,7 +138,7 @@ impl Options {
 
     /// How many objects the index holds before rotation (default: one per KiB of capacity,
     /// at least 1024). Raise it for stores of many small objects. The index (about 11 bytes
-    /// per object, rounded up to whole 2 MiB huge pages from about 90,000 objects: at most
+    /// per object, rounded up to whole 2 MiB huge pages from about 94,000 objects: at most
     /// twice that) is reserved in memory when the store is created.
     pub fn max_objects(mut self, n: u64) -> Options {
         self.max_objects = Some(n);
@@ -228,7 +228,7 @@ impl Options {
             );
         }
         let record_len = record_len_for(u64::from(self.inline_values));
-        let huge_page = crate::os::huge_page() as u64;
+        let huge_page = crate::os::huge_page_for_layout().unwrap_or(PAGE as usize) as u64;
         // Every part was checked above; this only guards the arithmetic.
         Geometry::new(self.capacity, max_objects, record_len, huge_page).ok_or_else(|| {
             Error::InvalidOption {

@@ -74,27 +74,56 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
 }
 
 /// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when
-/// the file system (for /dev/shm, its size limit) is full. Failures are counted (see
-/// [`fallocate_failures`]).
+/// the file system (for /dev/shm, its size limit) is full, `ENOMEM` when the memory cgroup
+/// refuses the charge. Retried when a signal interrupts it (tmpfs gives back what the
+/// interrupted call had reserved). Refusals are counted (see [`NoRoom`]).
 pub fn fallocate(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
-    // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
-    let done = check(unsafe {
-        libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t)
-    });
-    if done.is_err() {
-        FALLOCATE_FAILURES.with(|n| n.set(n.get() + 1));
+    loop {
+        // SAFETY: `fd` is open; offsets are plain integers, checked by the kernel.
+        let done = check(unsafe {
+            libc::fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t)
+        });
+        match done {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                NO_ROOM.with(|n| {
+                    let mut seen = n.get();
+                    match e.raw_os_error() {
+                        Some(libc::ENOSPC) => seen.shm += 1,
+                        Some(libc::ENOMEM) => seen.memory += 1,
+                        _ => {}
+                    }
+                    n.set(seen);
+                });
+                return Err(e);
+            }
+        }
     }
-    done.map(|_| ())
 }
 
-/// Failed [`fallocate`] calls made by this thread so far: a put tells from a change whether
-/// /dev/shm had no room for it (every call of a put is made by the thread that put).
-pub fn fallocate_failures() -> u64 {
-    FALLOCATE_FAILURES.with(std::cell::Cell::get)
+/// How often [`fallocate`] was refused memory in this thread so far: a put tells from a
+/// change over it whether /dev/shm (or the memory cgroup) had no room for it (every call of
+/// a put is made by the thread that put).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoRoom {
+    /// `ENOSPC`: the file system is full.
+    pub shm: u64,
+    /// `ENOMEM`: the memory cgroup refused the charge.
+    pub memory: u64,
+}
+
+impl NoRoom {
+    /// This thread's counts now.
+    pub fn now() -> NoRoom {
+        NO_ROOM.with(std::cell::Cell::get)
+    }
 }
 
 thread_local! {
-    static FALLOCATE_FAILURES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static NO_ROOM: std::cell::Cell<NoRoom> = const {
+        std::cell::Cell::new(NoRoom { shm: 0, memory: 0 })
+    };
 }
 
 /// Gives the pages of `[off, off + len)` back to the system; they read as zeros afterwards
@@ -133,6 +162,18 @@ pub struct Map {
 unsafe impl Send for Map {}
 // SAFETY: as above; `Map` itself has no interior state.
 unsafe impl Sync for Map {}
+
+/// The huge page size to lay a new store out for: [`huge_page`] where the kernel has
+/// transparent huge pages for shared memory at all (the sysfs files exist and shmem's are
+/// not `deny`: `MADV_COLLAPSE` works whatever else they say), `None` where a collapse can
+/// only fail, so that no store pads its index for pages it cannot get.
+pub fn huge_page_for_layout() -> Option<usize> {
+    let dir = "/sys/kernel/mm/transparent_hugepage";
+    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size")).ok()?;
+    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled")).ok()?;
+    let usable = size.trim().parse::<usize>().ok()? == huge_page() && !shmem.contains("[deny]");
+    usable.then(huge_page)
+}
 
 /// The size of the huge pages a file's pages can be collapsed into (a PMD's reach: 2 MiB on
 /// x86-64 and on arm64 with 4 KiB pages), as the kernel reports it; 2 MiB if it does not.

@@ -79,14 +79,18 @@ fn check_mapping(who: &str, name: &str, expect_kib: u64) -> u64 {
     kib
 }
 
-/// Whether this machine's huge pages are the 2 MiB these tests count in.
+/// Whether shared memory can have huge pages here, of the 2 MiB these tests count in (stores
+/// are laid out without them otherwise).
 fn huge_pages_are_2_mib() -> bool {
-    let other = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-        .is_ok_and(|s| s.trim() != "2097152");
-    if other {
-        eprintln!("huge pages are not 2 MiB here: not tested");
+    let dir = "/sys/kernel/mm/transparent_hugepage";
+    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size"));
+    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled"));
+    let usable =
+        size.is_ok_and(|s| s.trim() == "2097152") && shmem.is_ok_and(|s| !s.contains("[deny]"));
+    if !usable {
+        eprintln!("no 2 MiB huge pages for shared memory here: not tested");
     }
-    !other
+    usable
 }
 
 /// How many KiB of store `name` its creator (this process) maps by huge pages, checked: the
