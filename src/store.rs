@@ -17,6 +17,7 @@ use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
 use crate::optimistic::{self, Outcome};
 use crate::options::{Options, PutPolicy};
+use crate::os::NoRoom;
 use crate::recovery;
 use crate::refusal::{Put, Refusal};
 use crate::segment;
@@ -394,29 +395,33 @@ impl Store {
     /// Stores `value` (serialized with bincode) under `key`, replacing any object there.
     /// `Ok(false)` when the policy refused it; a refused put leaves an existing object as it
     /// was. A put is refused when less than `min_free_mem_pct` of memory is available (under
+    /// `Rotate`, even after evicting), when /dev/shm has no room for the store to grow (under
     /// `Rotate`, even after evicting), and under `Strict` when the store is full: its arena,
     /// or its index (`max_objects`). A replacement needs room for the new value beside the
     /// old one until it is written (the old one is never lost to a put that fails), so a
     /// full `Strict` store refuses even a same-size replacement: remove the key first.
-    /// `stats().refused_puts` counts refusals.
+    /// [`try_put`](Store::try_put) says which limit it was; `stats().refused_puts` counts
+    /// refusals.
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
         self.put_as::<Bincode, T>(key, value)
     }
 
     /// [`put`](Store::put), saying which limit refused the object if one did.
     pub fn try_put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Put> {
+        self.try_put_as::<Bincode, T>(key, value)
+    }
+
+    /// [`try_put`](Store::try_put) with another [`Codec`].
+    pub fn try_put_as<C: Codec, T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Put> {
         check_key(key)?;
         let mut buf = Vec::new();
-        Bincode::encode(value, &mut buf).map_err(Error::Encode)?;
+        C::encode(value, &mut buf).map_err(Error::Encode)?;
         self.try_put_bytes(key, &buf)
     }
 
     /// [`put`](Store::put) with another [`Codec`].
     pub fn put_as<C: Codec, T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool> {
-        check_key(key)?;
-        let mut buf = Vec::new();
-        C::encode(value, &mut buf).map_err(Error::Encode)?;
-        self.put_bytes(key, &buf)
+        self.try_put_as::<C, T>(key, value).map(Put::stored)
     }
 
     /// Stores raw bytes under `key`; no serialization.
@@ -450,14 +455,18 @@ impl Store {
             let mut freed = 0u64;
             // Set once the object under this key was removed to make room for its successor.
             let mut lost_old = false;
-            // A refusal after /dev/shm refused memory is for that, whatever limit came next.
-            let failures = crate::os::fallocate_failures();
+            // A refusal after /dev/shm (or the memory cgroup) refused memory is for that,
+            // whatever limit came next.
+            let no_room = NoRoom::now();
             let refuse = |freed, why| {
                 l.add_held(&h.refused_puts, 1);
-                let why = if crate::os::fallocate_failures() == failures {
-                    why
-                } else {
+                let now = NoRoom::now();
+                let why = if now.shm != no_room.shm {
                     Refusal::ShmFull
+                } else if now.memory != no_room.memory {
+                    Refusal::MemoryLow
+                } else {
+                    why
                 };
                 Ok((Put::Refused(why), freed, false))
             };
@@ -1283,25 +1292,35 @@ mod tests {
         let t = Temp::new("busyreader");
         let s = &t.0;
         s.put_bytes("hot", &[7u8; 100]).unwrap();
-        let (empty, full) = fill(s);
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while !stop.load(Relaxed) {
-                    assert_eq!(s.get_bytes("hot").unwrap().unwrap(), [7u8; 100]);
-                }
-            });
-            for i in 0..16u8 {
-                assert!(s.remove(&format!("big{i}")).unwrap());
-            }
-            stop.store(true, Relaxed);
-        });
         // A removal waits for the reads in flight (each one copy long) instead of keeping
-        // the pages; reads that start meanwhile see the write and touch nothing.
-        let after = memory(s);
-        assert!(
-            after <= empty + (4 << 20),
-            "all removed under a busy reader, memory went {full} -> {after} (empty: {empty})"
-        );
+        // the pages; reads that start meanwhile see the write and touch nothing. A reader
+        // the hypervisor deschedules mid-read for longer than that wait keeps the pages
+        // of that removal, by design: on a noisy machine one attempt in a few may see it,
+        // three in a row would mean the wait does not work.
+        // Measured against the memory before the first attempt: pages a failed attempt kept
+        // are reused by the next fill and must go back then.
+        let mut seen = Vec::new();
+        let empty = memory(s);
+        for _ in 0..3 {
+            let (_, full) = fill(s);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while !stop.load(Relaxed) {
+                        assert_eq!(s.get_bytes("hot").unwrap().unwrap(), [7u8; 100]);
+                    }
+                });
+                for i in 0..16u8 {
+                    assert!(s.remove(&format!("big{i}")).unwrap());
+                }
+                stop.store(true, Relaxed);
+            });
+            let after = memory(s);
+            if after <= empty + (4 << 20) {
+                return;
+            }
+            seen.push(format!("{full} -> {after} (empty: {empty})"));
+        }
+        panic!("all removed under a busy reader, memory went {seen:?}");
     }
 }

@@ -438,6 +438,7 @@ fn stat_shows_evictions_and_refusals() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&["put"], &out));
     let said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(said["stored"], false, "{said}");
+    assert_eq!(said["refused"], "store_full", "{said}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
     refused += 1;
     let s = json(&["stat", strict.as_str()]);

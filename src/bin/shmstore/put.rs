@@ -26,7 +26,9 @@ pub fn run(args: Args, format: Format) -> Outcome {
         // JSON readers get the outcome on stdout too; the reason goes to stderr as for
         // every failure, with exit status 1.
         if format == Format::Json {
-            fmt::json(&outcome(&args, value.len(), false), true)?;
+            let mut said = outcome(&args, value.len(), false);
+            said["refused"] = why.as_str().into();
+            fmt::json(&said, true)?;
         }
         return Err(Fail::Msg(refused(why, &store.stats()?)));
     }
