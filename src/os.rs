@@ -61,6 +61,9 @@ pub fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 /// What `fstat` says of an open object.
 pub struct FileInfo {
     pub size: u64,
+    /// When its data or its metadata last changed (the later of mtime and ctime), as
+    /// nanoseconds since the Unix epoch.
+    pub changed_ns: u64,
 }
 
 pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
@@ -68,8 +71,12 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` is a valid out-pointer.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    let ns = |s: libc::time_t, n: i64| {
+        (s.max(0) as u64) * 1_000_000_000 + n.clamp(0, 999_999_999) as u64
+    };
     Ok(FileInfo {
         size: st.st_size as u64,
+        changed_ns: ns(st.st_mtime, st.st_mtime_nsec).max(ns(st.st_ctime, st.st_ctime_nsec)),
     })
 }
 

@@ -152,10 +152,15 @@ pub fn open(name: &str) -> Result<Mapping> {
                 why: format!("it is only {} bytes long", info.size),
             });
         }
-        if start.elapsed() >= OPEN_WAIT {
+        // Not ready yet. A creator changes the segment (size, reservation) just before it
+        // writes the header, and finishes within moments: a segment unchanged for longer
+        // than the wait lost its creator, and waiting again would not help (`ls`, `gc` and
+        // `valid` would wait for every such segment).
+        let unchanged = Duration::from_nanos(os::realtime_ns().saturating_sub(info.changed_ns));
+        if start.elapsed() >= OPEN_WAIT || unchanged >= OPEN_WAIT {
             return Err(Error::NotReady {
                 name: name.to_owned(),
-                waited: start.elapsed(),
+                waited: start.elapsed().max(unchanged),
             });
         }
         std::thread::sleep(Duration::from_millis(2));

@@ -417,6 +417,19 @@ fn an_unfinished_store_is_not_ready() {
     let t = std::time::Instant::now();
     assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
     assert!(t.elapsed() >= Duration::from_secs(1));
+    // Unchanged for the whole wait now: its creator is gone, and nobody waits for it again
+    // (`ls`, `gc`, `valid`); the error says for how long it has not been ready.
+    let t = std::time::Instant::now();
+    match Store::open(&name) {
+        Err(Error::NotReady { waited, .. }) => assert!(waited >= Duration::from_secs(3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(!shmstore::valid(&name));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "waited again for a segment unchanged for {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
