@@ -142,6 +142,11 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) | Err(Fail::Closed) => ExitCode::SUCCESS,
+        // A script that asked for JSON gets its errors as JSON too.
+        Err(Fail::Msg(msg)) if f == Format::Json => {
+            eprintln!("{}", serde_json::json!({ "error": msg }));
+            ExitCode::FAILURE
+        }
         Err(Fail::Msg(msg)) => {
             eprintln!("shmstore: error: {msg}");
             ExitCode::FAILURE
