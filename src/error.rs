@@ -68,7 +68,9 @@ pub enum Error {
         expected: u32,
     },
 
-    /// The creator did not finish making the store in time (it may have died while creating it).
+    /// The creator did not finish making the store in time (it may have died while creating
+    /// it). `waited`: how long this call waited, or, for a segment whose creator is gone, how
+    /// long it has been left as it is.
     #[error(
         "store {name:?} was not ready after {waited:?} (its creator may have died while making it); destroy it and create it again"
     )]

@@ -71,13 +71,47 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` is a valid out-pointer.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    // Saturating: the owner may set any time on the file (`touch -d`).
     let ns = |s: libc::time_t, n: i64| {
-        (s.max(0) as u64) * 1_000_000_000 + n.clamp(0, 999_999_999) as u64
+        (s.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(n.clamp(0, 999_999_999) as u64)
     };
     Ok(FileInfo {
         size: st.st_size as u64,
         changed_ns: ns(st.st_mtime, st.st_mtime_nsec).max(ns(st.st_ctime, st.st_ctime_nsec)),
     })
+}
+
+/// Takes the exclusive `flock` of `fd`'s open file description (a creator holds it until
+/// its segment is ready), waiting while an opener holds the shared one for a look.
+pub fn flock_exclusive(fd: &OwnedFd) -> io::Result<()> {
+    loop {
+        // SAFETY: `fd` is open; the operation is a plain integer.
+        match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return done.map(|_| ()),
+        }
+    }
+}
+
+/// Releases `fd`'s `flock`.
+pub fn flock_release(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: `fd` is open; the operation is a plain integer.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) }).map(|_| ())
+}
+
+/// Whether another open file description holds the file's exclusive `flock` (a creator at
+/// work); `true` too when it cannot be told (the file system refuses `flock`).
+pub fn flock_held_elsewhere(fd: &OwnedFd) -> bool {
+    // SAFETY: `fd` is open; the operation is a plain integer.
+    match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }) {
+        Ok(_) => {
+            let _ = flock_release(fd);
+            false
+        }
+        Err(_) => true,
+    }
 }
 
 /// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when

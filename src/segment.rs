@@ -61,6 +61,10 @@ pub fn create(
         io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.to_owned()),
         _ => os_err("shm_open (creating)", name, e),
     })?;
+    // Held until the segment is ready: an opener that finds it free on a segment that is
+    // not ready knows its creator is gone (or has not taken it yet: a moment). Without it
+    // (a file system refusing flock), openers only wait.
+    let _ = os::flock_exclusive(&fd);
     let made = (|| {
         os::ftruncate(&fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
         // Header and index are written at random places from the start: back them now, so
@@ -82,6 +86,7 @@ pub fn create(
         h.geometry_check.store(geo.check_value(), Relaxed);
         init(&m)?;
         h.ready.store(READY, Release);
+        let _ = os::flock_release(&fd);
         // Map header, index and inline records into this process's page tables, as the
         // arena's steps are (`Mapping::populate`): the creator's first puts land on random
         // index pages (and record pages: 5,000 of them for W1's records), each a page fault
@@ -152,15 +157,21 @@ pub fn open(name: &str) -> Result<Mapping> {
                 why: format!("it is only {} bytes long", info.size),
             });
         }
-        // Not ready yet. A creator changes the segment (size, reservation) just before it
-        // writes the header, and finishes within moments: a segment unchanged for longer
-        // than the wait lost its creator, and waiting again would not help (`ls`, `gc` and
-        // `valid` would wait for every such segment).
+        // Not ready yet. A creator holds the segment's flock from just after creating the
+        // name until it sets `ready`, however long its reservation takes: a segment whose
+        // lock is free and that has not changed for the whole wait lost its creator, and
+        // waiting again would not help (`ls`, `gc` and `valid` would wait for every such
+        // segment). (The age also covers the moment before a creator takes the lock.)
         let unchanged = Duration::from_nanos(os::realtime_ns().saturating_sub(info.changed_ns));
-        if start.elapsed() >= OPEN_WAIT || unchanged >= OPEN_WAIT {
+        let abandoned = unchanged >= OPEN_WAIT && !os::flock_held_elsewhere(&fd);
+        if start.elapsed() >= OPEN_WAIT || abandoned {
             return Err(Error::NotReady {
                 name: name.to_owned(),
-                waited: start.elapsed().max(unchanged),
+                waited: if abandoned {
+                    start.elapsed().max(unchanged)
+                } else {
+                    start.elapsed()
+                },
             });
         }
         std::thread::sleep(Duration::from_millis(2));

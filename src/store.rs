@@ -210,7 +210,7 @@ impl Store {
 
     /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
     /// the creator's user). Waits up to 3 s for a store that is still being created (not
-    /// for one left unfinished for that long: its creator died).
+    /// for one whose creator is gone and that was left unfinished for that long).
     pub fn open(name: &str) -> Result<Store> {
         let m = segment::open(name)?;
         let h = m.header();
@@ -842,7 +842,7 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
 
 /// Whether a usable store exists under `name`. Like [`Store::open`], waits up to 3 s for a
 /// store that is still being created (a segment of size 0, or whose header is not ready),
-/// and not for one left unfinished for longer: `false` then.
+/// and not for one whose creator is gone: `false` then.
 pub fn valid(name: &str) -> bool {
     Store::open(name).is_ok()
 }

@@ -414,11 +414,22 @@ fn an_unfinished_store_is_not_ready() {
     let _c = Cleanup(name.clone());
     // As long as a header (ten pages): the size a creator sets before it writes anything.
     std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
-    let t = std::time::Instant::now();
-    assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
-    assert!(t.elapsed() >= Duration::from_secs(1));
-    // Unchanged for the whole wait now: its creator is gone, and nobody waits for it again
-    // (`ls`, `gc`, `valid`); the error says for how long it has not been ready.
+    // A creator at work holds the segment's flock (it may spend seconds reserving a large
+    // index): openers wait for it, however old the segment.
+    let creator = std::fs::File::open(&path).unwrap();
+    // SAFETY (test): a valid open descriptor; the operation is a plain integer.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&creator), libc::LOCK_EX) },
+        0
+    );
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
+        assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    // Its creator gone (the lock free) and the segment unchanged for the whole wait: nobody
+    // waits for it again (`ls`, `gc`, `valid`); the error says how long it has been so.
+    drop(creator);
     let t = std::time::Instant::now();
     match Store::open(&name) {
         Err(Error::NotReady { waited, .. }) => assert!(waited >= Duration::from_secs(3)),
