@@ -96,6 +96,8 @@ pub fn create(
         Ok(m)
     })();
     if made.is_err() {
+        // Released for every copy of the descriptor (a child forked meanwhile keeps one).
+        let _ = os::flock_release(&fd);
         let _ = os::shm_unlink(&path);
     }
     made
@@ -109,6 +111,8 @@ pub fn open(name: &str) -> Result<Mapping> {
         _ => os_err("shm_open", name, e),
     })?;
     let start = Instant::now();
+    // Whether the last look saw the creator's lock free.
+    let mut free_before = false;
     loop {
         let info = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?;
         if info.size >= HEADER_SIZE {
@@ -161,20 +165,25 @@ pub fn open(name: &str) -> Result<Mapping> {
         // name until it sets `ready`, however long its reservation takes: a segment whose
         // lock is free and that has not changed for the whole wait lost its creator, and
         // waiting again would not help (`ls`, `gc` and `valid` would wait for every such
-        // segment). (The age also covers the moment before a creator takes the lock.)
+        // segment). (The age also covers the moment before a creator takes the lock.) The
+        // lock must be seen free *before* a look finds `ready` unset (a creator sets it
+        // before it lets go): one more look at once, then.
         let unchanged = Duration::from_nanos(os::realtime_ns().saturating_sub(info.changed_ns));
-        let abandoned = unchanged >= OPEN_WAIT && !os::flock_held_elsewhere(&fd);
-        if start.elapsed() >= OPEN_WAIT || abandoned {
+        let free = unchanged >= OPEN_WAIT && !os::flock_held_elsewhere(&fd);
+        if (free && free_before) || start.elapsed() >= OPEN_WAIT {
             return Err(Error::NotReady {
                 name: name.to_owned(),
-                waited: if abandoned {
+                waited: if free {
                     start.elapsed().max(unchanged)
                 } else {
                     start.elapsed()
                 },
             });
         }
-        std::thread::sleep(Duration::from_millis(2));
+        free_before = free;
+        if !free {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
