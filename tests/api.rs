@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cleanup, TempStore, opts, unique_name};
+use common::{Cleanup, TempStore, opts, segment_path, unique_name};
 use shmstore::{Error, Options, Put, PutPolicy, Refusal, Store};
 
 #[test]
@@ -361,7 +361,7 @@ fn create_open_destroy_lifecycle() {
 #[test]
 fn foreign_segments_are_refused() {
     let name = unique_name("foreign");
-    let path = format!("/dev/shm/shmstore.{name}");
+    let path = segment_path(&name);
     let _c = Cleanup(name.clone());
     std::fs::write(&path, vec![b'x'; 8192]).unwrap();
     assert!(matches!(Store::open(&name), Err(Error::Foreign { .. })));
@@ -376,7 +376,7 @@ fn a_store_whose_index_size_was_overwritten_does_not_open() {
     s.put("k", &1u8).unwrap();
     // index_slots (offset 32 in the header) one cache line smaller: the arena would still
     // start on the same page, so only the header's check value tells.
-    let path = format!("/dev/shm/shmstore.{}", s.name());
+    let path = segment_path(s.name());
     let mut bytes = std::fs::read(&path).unwrap();
     let slots = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
     bytes[32..40].copy_from_slice(&(slots - 8).to_le_bytes());
@@ -393,7 +393,7 @@ fn a_store_whose_index_size_was_overwritten_does_not_open() {
 fn a_small_store_of_an_older_layout_is_incompatible_not_foreign() {
     // An older layout had a smaller header: a small store of it is shorter than today's.
     let name = unique_name("oldlayout");
-    let path = format!("/dev/shm/shmstore.{name}");
+    let path = segment_path(&name);
     let _c = Cleanup(name.clone());
     let mut bytes = vec![0u8; 5 * 4096];
     bytes[..8].copy_from_slice(b"\x89SHMS\r\n\x1a");
@@ -410,7 +410,7 @@ fn a_small_store_of_an_older_layout_is_incompatible_not_foreign() {
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
     let name = unique_name("unready");
-    let path = format!("/dev/shm/shmstore.{name}");
+    let path = segment_path(&name);
     let _c = Cleanup(name.clone());
     // As long as a header (ten pages): the size a creator sets before it writes anything.
     std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
@@ -447,13 +447,13 @@ fn an_unfinished_store_is_not_ready() {
 fn segment_mode_is_0600_unless_group_access() {
     use std::os::unix::fs::PermissionsExt;
     let s = TempStore::new("mode", opts(1 << 20));
-    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", s.name))
+    let mode = std::fs::metadata(segment_path(&s.name))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let g = TempStore::new("mode-g", opts(1 << 20).group_access(true));
-    let mode = std::fs::metadata(format!("/dev/shm/shmstore.{}", g.name))
+    let mode = std::fs::metadata(segment_path(&g.name))
         .unwrap()
         .permissions()
         .mode();

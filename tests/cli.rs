@@ -51,12 +51,12 @@ impl Name {
         &self.0
     }
 
-    fn path(&self) -> String {
-        format!("/dev/shm/shmstore.{}", self.0)
+    fn path(&self) -> std::path::PathBuf {
+        common::segment_path(&self.0)
     }
 
     fn exists(&self) -> bool {
-        std::path::Path::new(&self.path()).exists()
+        self.path().exists()
     }
 }
 
@@ -284,7 +284,7 @@ fn bad_size_policy_and_options_are_refused() {
     );
     let err = fails(&["create", n.as_str(), "--capacity", "0"], 1);
     assert!(err.contains("capacity"), "{err}");
-    assert!(!n.exists(), "a refused create left {}", n.path());
+    assert!(!n.exists(), "a refused create left {}", n.path().display());
     // Plain byte counts and decimal units work.
     let v = json(&["create", n.as_str(), "--capacity", "1000000"]);
     assert!(v["capacity"].as_u64().unwrap() >= 1_000_000);

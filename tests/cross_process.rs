@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, TempDir, TempStore, child_env, child_store, opts};
+use common::{ChildProc, TempDir, TempStore, child_env, child_store, opts, segment_path};
 use shmstore::{Error, PutPolicy, Store};
 
 /// Generous bound on any wait for a child (a watchdog against hangs, not a speed limit).
@@ -675,7 +675,7 @@ fn forge_lock_owner(name: &str, tid: u32) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/dev/shm/shmstore.{name}"))
+        .open(segment_path(name))
         .unwrap();
     file.write_all_at(&tid.to_le_bytes(), 128).unwrap();
 }
@@ -685,7 +685,7 @@ fn forge_header_word(name: &str, off: u64, value: u64) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/dev/shm/shmstore.{name}"))
+        .open(segment_path(name))
         .unwrap();
     file.write_all_at(&value.to_le_bytes(), off).unwrap();
 }

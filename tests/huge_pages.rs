@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ChildProc, TempStore, child_store, opts};
+use common::{ChildProc, TempStore, child_store, opts, segment_path};
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -15,7 +15,7 @@ const OBJECTS: usize = 2_000;
 /// and how many KiB of it are mapped by huge-page entries.
 fn mapping_of(name: &str) -> (usize, u64) {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    let file = format!("/dev/shm/shmstore.{name}");
+    let file = segment_path(name).display().to_string();
     let mut lines = smaps.lines();
     while let Some(line) = lines.next() {
         if !line.ends_with(&file) {
@@ -184,8 +184,6 @@ fn a_default_store_of_100_000_objects_has_its_index_on_a_huge_page() {
 
 /// Bytes of store `name`'s segment before its arena (of 64 MiB).
 fn before_arena(name: &str) -> u64 {
-    let len = std::fs::metadata(format!("/dev/shm/shmstore.{name}"))
-        .unwrap()
-        .len();
+    let len = std::fs::metadata(segment_path(name)).unwrap().len();
     len - (64 << 20)
 }

@@ -11,9 +11,8 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
-use common::{Rng, TempStore, opts};
+use common::{Rng, TempStore, opts, segment_path};
 use shmstore::{Error, Store};
 
 const INDEX_SLOTS: u64 = 32;
@@ -22,19 +21,18 @@ const INDEX: u64 = 40960;
 const INLINE: u32 = 120;
 const KEYS: usize = 300;
 
-fn path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/shmstore.{name}"))
-}
-
 fn read_u64(name: &str, off: u64) -> u64 {
-    let f = std::fs::File::open(path(name)).unwrap();
+    let f = std::fs::File::open(segment_path(name)).unwrap();
     let mut b = [0u8; 8];
     f.read_exact_at(&mut b, off).unwrap();
     u64::from_le_bytes(b)
 }
 
 fn write_at(name: &str, off: u64, bytes: &[u8]) {
-    let f = OpenOptions::new().write(true).open(path(name)).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(segment_path(name))
+        .unwrap();
     f.write_all_at(bytes, off).unwrap();
 }
 
@@ -91,7 +89,7 @@ fn scribbled_records_are_found_by_check_and_rebuilt_by_repair() {
                 s != 0 && s != u64::MAX
             })
             .collect();
-        let before = std::fs::read(path(name)).unwrap();
+        let before = std::fs::read(segment_path(name)).unwrap();
         let mut what = Vec::new();
         for _ in 0..1 + rng.below(16) {
             let slot = if rng.below(4) > 0 {
@@ -120,7 +118,7 @@ fn scribbled_records_are_found_by_check_and_rebuilt_by_repair() {
         }
         // `check` finds exactly the scribbles that changed what a used slot's record holds:
         // its word, or the copy's bytes the word covers.
-        let after = std::fs::read(path(name)).unwrap();
+        let after = std::fs::read(segment_path(name)).unwrap();
         let changed = used.iter().any(|&slot| {
             let at = (records + slot * 128) as usize;
             let word = u64::from_le_bytes(before[at..at + 8].try_into().unwrap());

@@ -33,10 +33,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, Rng, STORE_VAR, TempStore, child_env, child_role};
+use common::{ChildProc, Rng, STORE_VAR, TempStore, child_env, child_role, segment_path};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use shmstore::{Error, Options, Store};
@@ -205,10 +204,6 @@ const BLOCK_FIELDS: &[(u64, usize, &str)] = &[
     (48, 0, "key"),
     (u64::MAX, 0, "value"),
 ];
-
-fn segment_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/shmstore.{name}"))
-}
 
 fn u32_at(b: &[u8], off: u64) -> u32 {
     let o = off as usize;

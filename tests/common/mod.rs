@@ -13,6 +13,11 @@ pub struct TempStore {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The file behind store `name` (/dev/shm/shmstore.NAME).
+pub fn segment_path(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/dev/shm/shmstore.{name}"))
+}
+
 /// A name no other test (or test process) uses.
 pub fn unique_name(tag: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
