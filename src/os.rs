@@ -209,11 +209,24 @@ unsafe impl Sync for Map {}
 /// not `deny`: `MADV_COLLAPSE` works whatever else they say), `None` where a collapse can
 /// only fail, so that no store pads its index for pages it cannot get.
 pub fn huge_page_for_layout() -> Option<usize> {
-    let dir = "/sys/kernel/mm/transparent_hugepage";
-    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size")).ok()?;
-    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled")).ok()?;
-    let usable = size.trim().parse::<usize>().ok()? == huge_page() && !shmem.contains("[deny]");
-    usable.then(huge_page)
+    let size = reported_huge_page()?;
+    let shmem = std::fs::read_to_string(format!("{THP}/shmem_enabled")).ok()?;
+    (!shmem.contains("[deny]")).then_some(size)
+}
+
+/// Where the kernel reports on transparent huge pages.
+const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+
+/// The huge page size the kernel reports (`hpage_pmd_size`), read once; `None` without
+/// transparent huge pages, or with a figure no mapping could use.
+fn reported_huge_page() -> Option<usize> {
+    static SIZE: OnceLock<Option<usize>> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::fs::read_to_string(format!("{THP}/hpage_pmd_size"))
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n.is_power_of_two() && n > page_size() && n <= 1 << 30)
+    })
 }
 
 /// The size of the huge pages a file's pages can be collapsed into (a PMD's reach: 2 MiB on
@@ -221,14 +234,7 @@ pub fn huge_page_for_layout() -> Option<usize> {
 /// Mappings of at least this length start on a multiple of it, which is what lets the kernel
 /// map a huge page of the file with one page-table entry.
 pub fn huge_page() -> usize {
-    static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&n| n.is_power_of_two() && n > page_size() && n <= 1 << 30)
-            .unwrap_or(2 << 20)
-    })
+    reported_huge_page().unwrap_or(2 << 20)
 }
 
 /// The size of a page (`sysconf(_SC_PAGESIZE)`; 4 KiB if it does not say).
