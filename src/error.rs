@@ -107,13 +107,14 @@ pub enum Error {
 /// What to do about a failed system call `op`, for the errors a user can act on. (Looked
 /// up when the message is written: the directory check sees /dev/shm as it is then.)
 fn os_advice(op: &str, e: &std::io::Error, name: &str) -> String {
-    if name == "*" {
+    use crate::segment::{ALL_STORES, OP_CREATE, OP_UNLINK};
+    if name == ALL_STORES {
         return String::new(); // not about one store (listing /dev/shm)
     }
-    let file = format!("/dev/shm/{}{name}", crate::segment::PREFIX);
-    let creating = op.contains("creating");
+    let file = crate::segment::file_path(name);
+    let creating = op == OP_CREATE;
     match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) if op == "shm_unlink" => {
+        Some(libc::EACCES | libc::EPERM) if op == OP_UNLINK => {
             "; only the store's owner (or root) may remove it: /dev/shm is sticky".into()
         }
         Some(libc::EACCES | libc::EPERM) if creating => {
@@ -168,6 +169,7 @@ pub(crate) use corrupt;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::{ALL_STORES, OP_CREATE, OP_UNLINK};
 
     fn os(errno: i32, name: &str) -> String {
         os_in("shm_open", errno, name)
@@ -192,13 +194,13 @@ mod tests {
             "no advice to give"
         );
         // The same errno means another thing from another call.
-        assert!(os_in("shm_open (creating)", libc::EACCES, "s").contains("ls -ld /dev/shm"));
-        assert!(os_in("shm_unlink", libc::EPERM, "s").contains("owner (or root)"));
-        assert!(os_in("shm_open (creating)", libc::ENOSPC, "s").contains("df -i"));
-        assert!(os_in("reading /dev/shm", libc::EACCES, "*").ends_with("(os error 13)"));
+        assert!(os_in(OP_CREATE, libc::EACCES, "s").contains("ls -ld /dev/shm"));
+        assert!(os_in(OP_UNLINK, libc::EPERM, "s").contains("owner (or root)"));
+        assert!(os_in(OP_CREATE, libc::ENOSPC, "s").contains("df -i"));
+        assert!(os_in("reading /dev/shm", libc::EACCES, ALL_STORES).ends_with("(os error 13)"));
         // A directory where the segment would be: shm_open says EINVAL.
         let name = format!("test-unit-dir-{}", std::process::id());
-        let dir = format!("/dev/shm/{}{name}", crate::segment::PREFIX);
+        let dir = crate::segment::file_path(&name);
         std::fs::create_dir(&dir).unwrap();
         struct Gone(String);
         impl Drop for Gone {

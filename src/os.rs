@@ -426,10 +426,13 @@ impl Drop for Map {
     }
 }
 
+/// Where `shm_open` keeps its objects.
+pub const SHM_DIR: &str = "/dev/shm";
+
 /// Lists the names in the directory that holds shared-memory objects.
 pub fn shm_dir_names() -> io::Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir("/dev/shm")? {
+    for entry in std::fs::read_dir(SHM_DIR)? {
         if let Ok(name) = entry?.file_name().into_string() {
             names.push(name);
         }

@@ -17,6 +17,17 @@ pub const MAX_NAME_LEN: usize = 255 - PREFIX.len();
 /// How long an opener waits for a store that is being created.
 pub const OPEN_WAIT: Duration = Duration::from_secs(3);
 
+/// The failed calls whose error advice depends on the call (`error::os_advice`), and the
+/// name given for an error about no one store.
+pub(crate) const OP_CREATE: &str = "shm_open (creating)";
+pub(crate) const OP_UNLINK: &str = "shm_unlink";
+pub(crate) const ALL_STORES: &str = "*";
+
+/// The file behind store `name`, for messages (the name is not checked).
+pub(crate) fn file_path(name: &str) -> String {
+    format!("{}/{PREFIX}{name}", os::SHM_DIR)
+}
+
 /// Checks a store name and returns the path to give `shm_open`.
 pub fn shm_path(name: &str) -> Result<CString> {
     let bad = |why| {
@@ -59,7 +70,7 @@ pub fn create(
     let path = shm_path(name)?;
     let fd = os::shm_create(&path, mode).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.to_owned()),
-        _ => os_err("shm_open (creating)", name, e),
+        _ => os_err(OP_CREATE, name, e),
     })?;
     // Held until the segment is ready: an opener that finds it free on a segment that is
     // not ready knows its creator is gone (or has not taken it yet: a moment). Without it
@@ -192,14 +203,14 @@ pub fn destroy(name: &str) -> Result<()> {
     let path = shm_path(name)?;
     os::shm_unlink(&path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
-        _ => os_err("shm_unlink", name, e),
+        _ => os_err(OP_UNLINK, name, e),
     })
 }
 
 /// Names of all segments that carry the store prefix, sorted.
 pub fn list() -> Result<Vec<String>> {
     let mut names: Vec<String> = os::shm_dir_names()
-        .map_err(|e| os_err("reading /dev/shm", "*", e))?
+        .map_err(|e| os_err("reading /dev/shm", ALL_STORES, e))?
         .into_iter()
         .filter_map(|n| n.strip_prefix(PREFIX).map(str::to_owned))
         .filter(|n| !n.is_empty())
