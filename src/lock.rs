@@ -202,11 +202,10 @@ fn release_orphan(m: &Mapping) -> bool {
     }
     let me = attach::my_thread_owner();
     let store = std::ptr::from_ref(h) as usize;
-    let stuck = |other: u64| {
-        CLAIM_SEEN.get().is_some_and(|seen| {
-            seen.store == store && seen.claim == other && seen.since.elapsed() >= ORPHAN_CHECK
-        })
-    };
+    // The claim this thread last saw held in this store, and since when.
+    let seen = CLAIM_SEEN.get().filter(|seen| seen.store == store);
+    let stuck =
+        |other: u64| seen.is_some_and(|s| s.claim == other && s.since.elapsed() >= ORPHAN_CHECK);
     let claimed = match h.orphan_claim.load(Acquire) {
         0 => h.orphan_claim.compare_exchange(0, me, AcqRel, Relaxed),
         other if (other == me && me >> 32 != 0) || attach::owner_gone(other) || stuck(other) => {
@@ -216,15 +215,11 @@ fn release_orphan(m: &Mapping) -> bool {
     };
     match claimed {
         Err(other) if other != 0 => {
-            if !CLAIM_SEEN
-                .get()
-                .is_some_and(|seen| seen.store == store && seen.claim == other)
-            {
-                let since = Instant::now();
+            if seen.is_none_or(|s| s.claim != other) {
                 CLAIM_SEEN.set(Some(SeenClaim {
                     store,
                     claim: other,
-                    since,
+                    since: Instant::now(),
                 }));
             }
             return false;
