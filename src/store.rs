@@ -394,7 +394,7 @@ impl Store {
     // ---- put -------------------------------------------------------------------------------
 
     /// Stores `value` (serialized with bincode) under `key`, replacing any object there.
-    /// `Ok(false)` when the policy refused it; a refused put leaves an existing object as it
+    /// `Ok(false)` when it was refused; a refused put leaves an existing object as it
     /// was. A put is refused when less than `min_free_mem_pct` of memory is available (under
     /// `Rotate`, even after evicting), when /dev/shm has no room for the store to grow (under
     /// `Rotate`, even after evicting), and under `Strict` when the store is full: its arena,
