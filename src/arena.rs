@@ -14,7 +14,9 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{BLOCK_HEADER, Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
+use crate::layout::{
+    BLOCK_HEADER, Block, FLAG_HUGE_ARENA, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING,
+};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 use crate::os;
@@ -413,6 +415,18 @@ fn grow(m: &Mapping, units: u32) -> Result<Option<u32>, Corruption> {
 /// Makes sure the arena's first `end` bytes are backed by memory. `Ok(false)` if /dev/shm is
 /// full.
 pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
+    commit_with(m, end, huge_steps(m))
+}
+
+/// [`commit`] for a recovery, which reserves the whole arena below `top` again, pages that
+/// hold data among them: always in small pages (a collapse would copy every huge page's
+/// worth of them, under the lock).
+pub fn recommit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
+    commit_with(m, end, None)
+}
+
+/// [`commit`], with huge pages of `huge` bytes where they lie wholly inside a step.
+fn commit_with(m: &Mapping, end: u64, huge: Option<u64>) -> Result<bool, Corruption> {
     let h = m.header();
     let committed = h.committed.load(Relaxed);
     if end <= committed {
@@ -422,17 +436,20 @@ pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
     if committed > arena || end > arena {
         return Err(corrupt!("committed bytes {committed} are past the arena"));
     }
-    // Commit in steps of 1/32 of the arena (at most 4 MiB), so that a filling store makes
-    // few fallocate calls but a large empty one holds little memory.
-    let step = (arena / 32).clamp(PAGE, 4 << 20);
-    let want = end.max(committed + step).div_ceil(PAGE) * PAGE;
+    let step = commit_step(m);
+    let mut want = end.max(committed + step).div_ceil(PAGE) * PAGE;
+    if let Some(huge) = huge {
+        // End the step on a huge page of the file, so that steps cover whole ones.
+        let off = m.geo().arena_off;
+        want = (off + want).div_ceil(huge) * huge - off;
+    }
     let want = want.min(arena);
-    match os::fallocate(m.fd(), m.geo().arena_off + committed, want - committed) {
+    match reserve(m, committed, want, huge) {
         Ok(()) => {}
         Err(_) if end < want => {
             // Try again with just what is needed now.
             let need = end.div_ceil(PAGE) * PAGE;
-            if os::fallocate(m.fd(), m.geo().arena_off + committed, need - committed).is_err() {
+            if reserve(m, committed, need, huge).is_err() {
                 return Ok(false);
             }
             h.committed.store(need, Relaxed);
@@ -447,6 +464,50 @@ pub fn commit(m: &Mapping, end: u64) -> Result<bool, Corruption> {
     m.populate(committed, (want - committed).min(step));
     h.committed.store(want, Relaxed);
     Ok(true)
+}
+
+/// How much memory a filling arena commits at a time: 1/32 of it, at most 4 MiB, so that a
+/// filling store makes few system calls but a large empty one holds little memory.
+fn commit_step(m: &Mapping) -> u64 {
+    (m.geo().arena_len / 32).clamp(PAGE, 4 << 20)
+}
+
+/// The huge page size to commit the arena in: the kernel's, in a store made with
+/// `Options::huge_arena`, where shared memory can have huge pages and the arena's steps are
+/// at least one (a small store keeps its steps of small pages: a huge page would be too
+/// much of its memory).
+fn huge_steps(m: &Mapping) -> Option<u64> {
+    if m.header().flags.load(Relaxed) & FLAG_HUGE_ARENA == 0 {
+        return None;
+    }
+    let huge = os::huge_page_for_layout()? as u64;
+    (commit_step(m) >= huge).then_some(huge)
+}
+
+/// Reserves arena bytes `[from, to)` (page-aligned): the huge pages (of `huge` bytes) of the
+/// file that lie wholly inside as huge pages where the kernel agrees
+/// (`Mapping::reserve_huge`), the rest, and everything when `huge` is `None`, with
+/// `fallocate`. An error if /dev/shm
+/// or the memory cgroup refused; what was reserved before then stays reserved (above
+/// `committed`, harmless: the next commit finds it backed).
+fn reserve(m: &Mapping, from: u64, to: u64, huge: Option<u64>) -> std::io::Result<()> {
+    let off = m.geo().arena_off;
+    let Some(huge) = huge else {
+        return os::fallocate(m.fd(), off + from, to - from);
+    };
+    let mut at = from;
+    while at < to {
+        // The end of the huge page of the file that `at` lies in, as an arena offset.
+        let page_end = ((off + at) / huge + 1) * huge - off;
+        if (off + at).is_multiple_of(huge) && page_end <= to && m.reserve_huge(at)? {
+            at = page_end;
+            continue;
+        }
+        let next = page_end.min(to);
+        os::fallocate(m.fd(), off + at, next - at)?;
+        at = next;
+    }
+    Ok(())
 }
 
 /// The size of two neighbours merged; an error if the sizes read cannot be real.

@@ -127,6 +127,10 @@ pub struct ReadLane {
     pub _reserved: [AtomicU64; 4],
 }
 
+/// `Header::flags` bit: the arena is committed in huge pages where the kernel agrees
+/// (`Options::huge_arena`).
+pub const FLAG_HUGE_ARENA: u64 = 1;
+
 /// The first pages of the segment.
 #[repr(C)]
 pub struct Header {
@@ -168,7 +172,10 @@ pub struct Header {
     /// `pid_ns << 32 | tid` of the thread releasing an orphaned lock word (0: none): one
     /// releaser at a time (see `lock.rs`, `release_orphan`).
     pub orphan_claim: AtomicU64,
-    pub _reserved1: [AtomicU64; 4],
+    /// Store-wide choices that change no structure, written once by the creator: bit 0,
+    /// [`FLAG_HUGE_ARENA`]. Builds before this field wrote zero here and ignore it.
+    pub flags: AtomicU64,
+    pub _reserved1: [AtomicU64; 3],
     // structure, changed only under the lock
     pub top: AtomicU64,
     pub committed: AtomicU64,
@@ -585,6 +592,7 @@ mod offsets {
             ("recovering", offset_of!(Header, recovering), 196),
             ("record_len", offset_of!(Header, record_len), 208),
             ("orphan_claim", offset_of!(Header, orphan_claim), 216),
+            ("flags", offset_of!(Header, flags), 224),
             ("top", offset_of!(Header, top), 256),
             ("lru_head", offset_of!(Header, lru_head), 272),
             ("clock", offset_of!(Header, clock), 288),

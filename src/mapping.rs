@@ -5,7 +5,8 @@
 //! outside the mapping.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, RECORD_HEADER, UNIT};
@@ -15,13 +16,22 @@ pub struct Mapping {
     map: Map,
     fd: OwnedFd,
     geo: Geometry,
+    /// Set once the kernel refused to put a piece of the arena on a huge page for this
+    /// mapping: later commits take small pages at once instead of asking again (a refusal
+    /// can cost a compaction attempt each time).
+    no_huge_arena: AtomicBool,
 }
 
 impl Mapping {
     /// Wraps a mapping of a whole segment whose geometry has been checked.
     pub fn new(map: Map, fd: OwnedFd, geo: Geometry) -> Mapping {
         assert!(map.len() as u64 >= geo.total_len && geo.total_len >= HEADER_SIZE);
-        Mapping { map, fd, geo }
+        Mapping {
+            map,
+            fd,
+            geo,
+            no_huge_arena: AtomicBool::new(false),
+        }
     }
 
     pub fn geo(&self) -> &Geometry {
@@ -185,6 +195,31 @@ impl Mapping {
             return;
         };
         let _ = self.map.populate_write(at, len);
+    }
+
+    /// Reserves the arena's bytes `[off, off + huge_page())` (a huge page of the file:
+    /// `arena_off + off` is a multiple of it) as one huge page: reserves its first small page,
+    /// then has the kernel collapse the range (`MADV_COLLAPSE` fills the rest with zeroes, on
+    /// a huge page it takes now; on a range with no page reserved it refuses). Every process
+    /// mapping the file at an aligned address then reaches the whole range through one TLB
+    /// entry instead of a page-table walk per 4 KiB (`Options::huge_arena`). `Ok(false)` if
+    /// the kernel would not (no huge page free, huge pages disabled for this process, a
+    /// mapping not aligned, /dev/shm too full for the rest): the caller reserves small pages
+    /// instead, and this mapping does not ask again. An error only if the first page could
+    /// not be reserved (/dev/shm or memory full).
+    pub fn reserve_huge(&self, off: u64) -> std::io::Result<bool> {
+        if self.no_huge_arena.load(Relaxed) {
+            return Ok(false);
+        }
+        let at = self.geo.arena_off + off;
+        crate::os::fallocate(&self.fd, at, crate::layout::PAGE)?;
+        let collapsed = usize::try_from(at)
+            .ok()
+            .is_some_and(|at| self.map.collapse(at, huge_page()).is_ok());
+        if !collapsed {
+            self.no_huge_arena.store(true, Relaxed);
+        }
+        Ok(collapsed)
     }
 
     /// Puts everything before the arena (header, index, inline records: reserved at

@@ -207,11 +207,16 @@ unsafe impl Sync for Map {}
 /// The huge page size to lay a new store out for: [`huge_page`] where the kernel has
 /// transparent huge pages for shared memory at all (the sysfs files exist and shmem's are
 /// not `deny`: `MADV_COLLAPSE` works whatever else they say), `None` where a collapse can
-/// only fail, so that no store pads its index for pages it cannot get.
+/// only fail, so that no store pads its index (or commits its arena) for pages it cannot
+/// get. Read once per process.
 pub fn huge_page_for_layout() -> Option<usize> {
+    static SHMEM_OK: OnceLock<bool> = OnceLock::new();
     let size = reported_huge_page()?;
-    let shmem = std::fs::read_to_string(format!("{THP}/shmem_enabled")).ok()?;
-    (!shmem.contains("[deny]")).then_some(size)
+    let ok = *SHMEM_OK.get_or_init(|| {
+        std::fs::read_to_string(format!("{THP}/shmem_enabled"))
+            .is_ok_and(|shmem| !shmem.contains("[deny]"))
+    });
+    ok.then_some(size)
 }
 
 /// Where the kernel reports on transparent huge pages.

@@ -169,7 +169,7 @@ pub fn rebuild(l: &Locked) -> Result<Rebuilt, Corruption> {
     // nothing above `top` as reserved, and reserve `[0, top)` again (a no-op for pages that
     // are there; free blocks below are all marked as having holes).
     h.committed.store(0, Relaxed);
-    if !arena::commit(l, top)? {
+    if !arena::recommit(l, top)? {
         return Err(corrupt!("the arena's memory could not be reserved again"));
     }
     h.committed.store(

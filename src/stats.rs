@@ -36,6 +36,8 @@ pub struct Stats {
     /// Largest object (key and value) copied into an inline record beside the index; 0 for
     /// a store without records (see `Options::inline_values`).
     pub inline_values: u64,
+    /// Whether the store commits its arena in huge pages (`Options::huge_arena`).
+    pub huge_arena: bool,
     pub hits: u64,
     pub misses: u64,
     /// Gets and `has` calls that took the lock instead of reading without it: a value over
@@ -89,6 +91,7 @@ impl Stats {
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
             inline_values: m.geo().inline_values(),
+            huge_arena: h.flags.load(Relaxed) & crate::layout::FLAG_HUGE_ARENA != 0,
             hits: reads.hits,
             misses: reads.misses,
             locked_reads: reads.locked_reads,

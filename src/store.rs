@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Corruption, Error, Result};
 use crate::index::{self, Found};
-use crate::layout::{LIVE, NIL, UNIT, block_units, data_off};
+use crate::layout::{FLAG_HUGE_ARENA, LIVE, NIL, UNIT, block_units, data_off};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
@@ -176,6 +176,12 @@ impl Store {
             );
             h.put_policy.store(options.put_policy.to_raw(), Relaxed);
             h.mode.store(options.mode, Relaxed);
+            let flags = if options.huge_arena {
+                FLAG_HUGE_ARENA
+            } else {
+                0
+            };
+            h.flags.store(flags, Relaxed);
             h.creator_pid.store(crate::os::pid(), Relaxed);
             h.created_ns.store(crate::os::realtime_ns(), Relaxed);
             h.lru_head.store(NIL, Relaxed);
@@ -227,6 +233,7 @@ impl Store {
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
             inline_values: m.geo().inline_values() as u32,
+            huge_arena: h.flags.load(Relaxed) & FLAG_HUGE_ARENA != 0,
         };
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
             || !crate::options::lock_timeout_ok(options.lock_timeout)

@@ -220,6 +220,13 @@ fn create_text_and_json() {
     ]);
     assert!(out.contains("copied inline up to 56 bytes"), "{out}");
 
+    let h = Name::new("create-huge");
+    let out = ok(&["create", h.as_str(), "--capacity", "64MiB", "--huge-arena"]);
+    assert!(out.contains("capacity 64 MiB (on huge pages)"), "{out}");
+    let s = json(&["stat", h.as_str()]);
+    assert_eq!(s["huge_arena"], true);
+    assert!(ok(&["stat", h.as_str()]).contains("(on huge pages)"));
+
     let m = Name::new("create-json");
     let v = json(&[
         "create",
@@ -240,6 +247,7 @@ fn create_text_and_json() {
     assert_eq!(v["put_policy"], "strict");
     assert_eq!(v["min_free_mem_pct"], 0.5);
     assert_eq!(v["mode"], "0660");
+    assert_eq!(v["huge_arena"], false);
     let s = json(&["stat", m.as_str()]);
     assert_eq!(s["put_policy"], "strict");
     assert_eq!(s["capacity"], 512 << 10);

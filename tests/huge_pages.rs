@@ -5,6 +5,7 @@
 mod common;
 
 use common::{ChildProc, TempStore, child_store, opts, segment_path};
+use shmstore::Store;
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -186,4 +187,97 @@ fn a_default_store_of_100_000_objects_has_its_index_on_a_huge_page() {
 fn before_arena(name: &str) -> u64 {
     let len = std::fs::metadata(segment_path(name)).unwrap().len();
     len - (64 << 20)
+}
+
+/// Objects of the `huge_arena` tests: 3,000 of 4 KiB, 12.2 MiB of blocks, so that the
+/// arena's first six huge pages are full.
+const BIG_OBJECTS: usize = 3_000;
+const ARENA_HUGE_KIB: u64 = 6 * HUGE_KIB;
+
+fn big_value(i: usize) -> Vec<u8> {
+    vec![(i % 251) as u8; 4096]
+}
+
+/// Whether /dev/shm is mounted to have huge pages of its own (`huge=`), whatever the store
+/// asks for.
+fn dev_shm_has_huge_mount_option() -> bool {
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split(' ').nth(1) == Some("/dev/shm") && l.contains("huge="))
+    })
+}
+
+/// A store made with `huge_arena` commits its arena as huge pages while it fills: its
+/// creator and a process that opens it map the arena's full huge pages whole. The same
+/// store without the option has only its index on one (the arena on small pages), and
+/// the objects read back intact either way.
+#[test]
+fn a_huge_arena_store_fills_its_arena_with_huge_pages() {
+    if !huge_pages_are_2_mib() {
+        return;
+    }
+    let fill = |s: &TempStore| {
+        for i in 0..BIG_OBJECTS {
+            s.put_bytes(&format!("key-{i}"), &big_value(i)).unwrap();
+        }
+    };
+    // 100,000 objects: header and index on the first huge page, the arena from 2 MiB on.
+    let o = opts(64 << 20).max_objects(100_000);
+    let s = TempStore::new("huge-arena", o.huge_arena(true));
+    assert!(s.options().huge_arena);
+    assert!(Store::open(&s.name).unwrap().options().huge_arena);
+    fill(&s);
+    let creator = creator_got(&s.name, HUGE_KIB + ARENA_HUGE_KIB);
+    let env = [("SHMSTORE_TEST_HUGE_KIB", creator.to_string())];
+    let mut kid = ChildProc::spawn(
+        "huge_arena_opener_child",
+        "huge-arena-opener",
+        &s.name,
+        &env,
+        true,
+    );
+    kid.expect_success(WATCHDOG);
+    let out = kid.output();
+    assert!(
+        out.contains("opener checked"),
+        "the child did not run its checks:\n{out}"
+    );
+    for i in 0..BIG_OBJECTS {
+        assert_eq!(
+            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
+            big_value(i)
+        );
+    }
+    s.check().unwrap();
+
+    let plain = TempStore::new("huge-arena-off", o);
+    assert!(!plain.options().huge_arena);
+    fill(&plain);
+    let (_, plain_kib) = mapping_of(&plain.name);
+    if !dev_shm_has_huge_mount_option() {
+        assert!(
+            plain_kib <= HUGE_KIB,
+            "without huge_arena the arena went on huge pages too: {plain_kib} KiB"
+        );
+    }
+    plain.check().unwrap();
+}
+
+/// Child: opens the store by name, reads every object (touching the whole filled arena),
+/// and checks that its own mapping holds as much of it on huge pages as the creator's.
+#[test]
+fn huge_arena_opener_child() {
+    let Some(s) = child_store("huge-arena-opener") else {
+        return;
+    };
+    for i in 0..BIG_OBJECTS {
+        assert_eq!(
+            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
+            big_value(i)
+        );
+    }
+    let name = common::child_env(common::STORE_VAR);
+    let creator: u64 = common::child_env("SHMSTORE_TEST_HUGE_KIB").parse().unwrap();
+    check_mapping("opener", &name, creator.min(HUGE_KIB + ARENA_HUGE_KIB));
+    println!("opener checked");
 }

@@ -24,12 +24,21 @@ fn free_shm_bytes() -> u64 {
     st.f_bavail as u64 * st.f_frsize as u64
 }
 
-/// Runs inside the namespace; any SIGBUS kills it, which the parent sees.
+/// Runs inside the namespace; any SIGBUS kills it, which the parent sees. Twice: with small
+/// pages, and with the arena committed in huge pages, where the kernel fills a huge page
+/// from one reserved small page (and must refuse when the rest does not fit).
 #[test]
 fn small_shm_child() {
     if child_role().is_none() {
         return;
     }
+    for huge_arena in [false, true] {
+        eprintln!("huge_arena: {huge_arena}");
+        fill_refuse_and_rotate(Options::default().huge_arena(huge_arena));
+    }
+}
+
+fn fill_refuse_and_rotate(opts: Options) {
     let free0 = free_shm_bytes();
     assert!(
         free0 <= TMPFS_MIB << 20,
@@ -38,7 +47,7 @@ fn small_shm_child() {
     let value = vec![0x5au8; 256 << 10];
 
     // Strict: a 64 MiB store on an 8 MiB /dev/shm fills up and then refuses.
-    let opts = Options::default()
+    let opts = opts
         .capacity(64 << 20)
         .max_objects(4096)
         .min_free_mem_pct(0.0);

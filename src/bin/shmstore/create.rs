@@ -1,5 +1,5 @@
 //! `shmstore create NAME --capacity SIZE [--policy rotate|strict] [--min-free F]
-//! [--max-objects N] [--inline-values BYTES] [--group]`.
+//! [--max-objects N] [--inline-values BYTES] [--huge-arena] [--group]`.
 
 use serde_json::json;
 use shmstore::{Options, PutPolicy, Store};
@@ -31,6 +31,11 @@ pub struct Args {
     /// slot. 0: no copies.
     #[arg(long, default_value_t = 0)]
     inline_values: u32,
+    /// Commit the arena in 2 MiB huge pages as the store fills: faster random reads across a
+    /// large arena, slower filling of fresh memory (on VMs that give free memory back to
+    /// their host, 8-10 ms per 2 MiB). Arenas of 64 MiB or more.
+    #[arg(long)]
+    huge_arena: bool,
     /// Let the owner's group read and write the store too (mode 0660 instead of 0600).
     #[arg(long)]
     group: bool,
@@ -46,7 +51,8 @@ pub fn run(args: Args, format: Format) -> Outcome {
         .put_policy(args.policy)
         .min_free_mem_pct(args.min_free)
         .group_access(args.group)
-        .inline_values(args.inline_values);
+        .inline_values(args.inline_values)
+        .huge_arena(args.huge_arena);
     if let Some(n) = args.max_objects {
         options = options.max_objects(n);
     }
@@ -58,6 +64,7 @@ pub fn run(args: Args, format: Format) -> Outcome {
                 "capacity": s.capacity,
                 "max_objects": s.max_objects,
                 "inline_values": s.inline_values,
+                "huge_arena": s.huge_arena,
                 "put_policy": s.put_policy,
                 "min_free_mem_pct": s.min_free_mem_pct,
                 "mode": fmt::mode(s.mode),
@@ -65,9 +72,10 @@ pub fn run(args: Args, format: Format) -> Outcome {
             true,
         )?,
         Format::Text => fmt::line(format!(
-            "created store {:?}: capacity {}, up to {} objects{}, policy {}, min free memory {}, mode {}",
+            "created store {:?}: capacity {}{}, up to {} objects{}, policy {}, min free memory {}, mode {}",
             args.name,
             fmt::bytes(s.capacity),
+            if s.huge_arena { " (on huge pages)" } else { "" },
             s.max_objects,
             match s.inline_values {
                 0 => String::new(),

@@ -78,7 +78,14 @@ fn text(
     let open_by = others(&s.processes);
     let mut rows = vec![
         ("store", name.to_string()),
-        ("capacity", fmt::bytes(s.capacity)),
+        (
+            "capacity",
+            format!(
+                "{}{}",
+                fmt::bytes(s.capacity),
+                if s.huge_arena { " (on huge pages)" } else { "" }
+            ),
+        ),
         (
             "used",
             format!("{} ({})", fmt::bytes(s.used_bytes), pct(s.used_bytes)),
