@@ -14,7 +14,7 @@ options:
   --runs N        runs of each workload (default 3; 1 with --smoke)
   --smoke         tiny sizes, one run: checks that everything still works (CI)
   --json PATH     where to write the results as JSON (default target/bench-results.json)
-  --systems LIST  comma-separated subset of shmstore,typed,hashmap,lmdb,redis,python,limits
+  --systems LIST  comma-separated subset of shmstore,typed,inline,huge,hashmap,lmdb,redis,python,limits
   --seed N        seed of the key orders and streams (default 1)
 ";
 

@@ -16,6 +16,9 @@ pub enum System {
     /// shmstore's bytes API on a store that keeps inline copies of small objects
     /// (`Options::inline_values`).
     ShmInline,
+    /// shmstore's bytes API on a store whose arena is committed in huge pages
+    /// (`Options::huge_arena`).
+    ShmHuge,
     /// `HashMap` behind a `Mutex`, in-process (threads where a workload has several workers).
     Map,
     Lmdb,
@@ -23,10 +26,11 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Shm,
         System::ShmTyped,
         System::ShmInline,
+        System::ShmHuge,
         System::Map,
         System::Lmdb,
         System::Redis,
@@ -37,6 +41,7 @@ impl System {
             System::Shm => crate::report::BASE,
             System::ShmTyped => "shmstore typed",
             System::ShmInline => "shmstore inline",
+            System::ShmHuge => "shmstore huge arena",
             System::Map => "HashMap+Mutex",
             System::Lmdb => "LMDB (heed)",
             System::Redis => "Redis",
@@ -56,6 +61,7 @@ impl System {
             System::Shm => "shmstore",
             System::ShmTyped => "typed",
             System::ShmInline => "inline",
+            System::ShmHuge => "huge",
             System::Map => "hashmap",
             System::Lmdb => "lmdb",
             System::Redis => "redis",
@@ -82,7 +88,7 @@ impl Selection {
         }
     }
 
-    /// A comma-separated list of `shmstore`, `typed`, `inline`, `hashmap`, `lmdb`, `redis`, `python`,
+    /// A comma-separated list of `shmstore`, `typed`, `inline`, `huge`, `hashmap`, `lmdb`, `redis`, `python`,
     /// `limits`.
     pub fn parse(list: &str) -> Result<Selection, String> {
         let mut sel = Selection {
@@ -99,7 +105,7 @@ impl Selection {
                 sel.systems.push(*s);
             } else {
                 return Err(format!(
-                    "unknown system {word:?}; use shmstore, typed, inline, hashmap, lmdb, redis, python, limits"
+                    "unknown system {word:?}; use shmstore, typed, inline, huge, hashmap, lmdb, redis, python, limits"
                 ));
             }
         }
@@ -140,6 +146,10 @@ impl<'r> Opened<'r> {
             ),
             System::ShmInline => {
                 let options = TempStore::options(capacity, objects).inline_values(INLINE_VALUES);
+                Opened::Shm(TempStore::with_options(tag, options), false)
+            }
+            System::ShmHuge => {
+                let options = TempStore::options(capacity, objects).huge_arena(true);
                 Opened::Shm(TempStore::with_options(tag, options), false)
             }
             System::Map => Opened::Map(MutexMap::default()),

@@ -4,7 +4,18 @@
 use super::{Ctx, progress};
 use crate::fleet::{self, Fleet, Job, Task};
 use crate::report::Unit::{OpsPerSec, Times};
-use crate::systems::Opened;
+use crate::systems::{Opened, System};
+
+/// W3's systems, and shmstore with its arena on huge pages (`Options::huge_arena`): W5's
+/// readers touch 4 KiB objects all over a 40 MiB arena, a page-table walk each on small
+/// pages.
+const SYSTEMS: [System; 5] = [
+    System::Shm,
+    System::ShmHuge,
+    System::Map,
+    System::Lmdb,
+    System::Redis,
+];
 
 const ONE: &str = "W5 gets, 1 reader";
 const TWO: &str = "W5 gets, 2 readers";
@@ -12,7 +23,7 @@ const SCALE: &str = "W5 2 readers / 1 reader";
 
 pub fn run(ctx: &mut Ctx) {
     let (n, len, secs) = (ctx.sizes.w5_keys, ctx.sizes.w5_len, ctx.sizes.w5_secs);
-    for s in ctx.systems(&super::w3::SYSTEMS) {
+    for s in ctx.systems(&SYSTEMS) {
         progress(&format!("W5 {}", s.label_workers()));
         let mut opened = Opened::new(
             s,
@@ -31,7 +42,7 @@ pub fn run(ctx: &mut Ctx) {
         // shmstore again with the readers as threads of this process sharing one handle:
         // its threads count in read lanes of their own (WORKLOADS.md asks for processes;
         // threads are how many users will read).
-        if let Opened::Shm(t, false) = &opened {
+        if let (System::Shm, Opened::Shm(t, false)) = (s, &opened) {
             progress("W5 shmstore, threads");
             readers(ctx, THREADS, &Fleet::StoreThreads(t.store.clone()), task);
         }
