@@ -171,20 +171,21 @@ impl Options {
     /// read of an object at a random place takes no page-table walk (one TLB entry covers
     /// 512 small pages). For stores read at random across more memory than the CPU's TLB
     /// reaches (its 1,500-3,000 entries cover 6-12 MiB of small pages): W5's readers of
-    /// 4 KiB objects in a 40 MiB arena made 20% more gets/s (see docs/performance.md).
+    /// 4 KiB objects in a 40 MiB arena made 6-22% more gets/s, W2's gets of 1 MiB objects
+    /// 14% more (see docs/performance.md); W1's 128-byte objects gained nothing.
     ///
     /// The cost is in filling: each 2 MiB of fresh arena is a huge page the kernel zeroes
     /// when the store first reaches it (with the store's lock held). On a machine whose free
     /// huge pages are backed by the hypervisor only once touched again (VMs that report free
-    /// memory to their host, such as Firecracker's), that took 8-10 ms per 2 MiB, about
-    /// 4 µs per KiB stored (W1's puts into an empty store: 2.2 times as slow), against 0.7 ms
-    /// for 2 MiB of small pages; elsewhere it is cheaper than small pages (0.2 ms). Pages
-    /// freed and reused keep the huge pages; those given back to the system (large objects
-    /// removed) split them. Only arenas of 64 MiB or more use it (they commit in steps of
-    /// at least 2 MiB); where the kernel refuses (no huge page free, transparent huge pages
+    /// memory to their host, as the one these figures come from does), that took 8-10 ms per
+    /// 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty store were 2.7
+    /// (W1) to 3.5 (W2) times as slow. With a huge page at hand it took 0.2 ms. Pages freed
+    /// and reused keep the huge pages; those given back to the system (large objects
+    /// removed) split them. Only arenas of 64 MiB or more use it (they commit in steps of at
+    /// least 2 MiB); where the kernel refuses (no huge page free, transparent huge pages
     /// disabled for the process or set to `deny` for shared memory) the arena takes small
-    /// pages, as without it. A hint recorded in the store: every process that fills it
-    /// follows it. Off by default.
+    /// pages, as without it. Recorded in the store: every process that fills it follows it.
+    /// Off by default.
     pub fn huge_arena(mut self, yes: bool) -> Options {
         self.huge_arena = yes;
         self
