@@ -42,9 +42,7 @@ fn store_with_records() -> TempStore {
         "huge",
         opts(64 << 20).max_objects(40_000).inline_values(120),
     );
-    for i in 0..OBJECTS {
-        s.put_bytes(&format!("key-{i}"), &[i as u8; 64]).unwrap();
-    }
+    fill(&s, OBJECTS, small_value);
     s
 }
 
@@ -78,6 +76,37 @@ fn check_mapping(who: &str, name: &str, expect_kib: u64) -> u64 {
         "{who}: only {kib} KiB of the store mapped by huge pages, expected {expect_kib}"
     );
     kib
+}
+
+/// Puts `value(i)` under `key-{i}` for `i` in `0..n`.
+fn fill(s: &Store, n: usize, value: fn(usize) -> Vec<u8>) {
+    for i in 0..n {
+        s.put_bytes(&format!("key-{i}"), &value(i)).unwrap();
+    }
+}
+
+/// Objects `key-0`... `key-{n-1}` hold `value(i)`.
+fn read_back(s: &Store, n: usize, value: fn(usize) -> Vec<u8>) {
+    for i in 0..n {
+        assert_eq!(
+            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
+            value(i),
+            "key-{i}"
+        );
+    }
+}
+
+fn small_value(i: usize) -> Vec<u8> {
+    vec![i as u8; 64]
+}
+
+/// In an opener child: its mapping of the store holds on huge pages as much as the
+/// creator's did (passed in `SHMSTORE_TEST_HUGE_KIB`), up to `up_to_kib` KiB.
+fn opener_checks(up_to_kib: u64) {
+    let name = common::child_env(common::STORE_VAR);
+    let creator: u64 = common::child_env("SHMSTORE_TEST_HUGE_KIB").parse().unwrap();
+    check_mapping("opener", &name, creator.min(up_to_kib));
+    println!("opener checked");
 }
 
 /// Whether shared memory can have huge pages here, of the 2 MiB these tests count in (stores
@@ -122,12 +151,7 @@ fn creator_and_opener_map_the_index_and_records_on_huge_pages() {
         "the child did not run its checks:\n{out}"
     );
     // Nothing was lost or changed by the move to huge pages.
-    for i in 0..OBJECTS {
-        assert_eq!(
-            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
-            [i as u8; 64]
-        );
-    }
+    read_back(&s, OBJECTS, small_value);
     s.check().unwrap();
 }
 
@@ -139,17 +163,9 @@ fn huge_opener_child() {
     let Some(s) = child_store("huge-opener") else {
         return;
     };
-    for i in 0..OBJECTS {
-        assert_eq!(
-            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
-            [i as u8; 64]
-        );
-    }
-    let name = common::child_env(common::STORE_VAR);
-    let creator: u64 = common::child_env("SHMSTORE_TEST_HUGE_KIB").parse().unwrap();
+    read_back(&s, OBJECTS, small_value);
     // 2,000 objects over 53,336 slots touch records on each of the four huge pages.
-    check_mapping("opener", &name, creator.min(4 * HUGE_KIB));
-    println!("opener checked");
+    opener_checks(4 * HUGE_KIB);
 }
 
 /// A store without records whose header and index are 1.1 MB (100,000 objects; W1's are
@@ -162,18 +178,11 @@ fn a_default_store_of_100_000_objects_has_its_index_on_a_huge_page() {
         return;
     }
     let s = TempStore::new("huge-index", opts(64 << 20).max_objects(100_000));
-    for i in 0..OBJECTS {
-        s.put_bytes(&format!("key-{i}"), &[i as u8; 64]).unwrap();
-    }
+    fill(&s, OBJECTS, small_value);
     creator_got(&s.name, HUGE_KIB);
     // The segment is the capacity's arena after what precedes it.
     assert_eq!(before_arena(&s.name), HUGE_KIB * 1024);
-    for i in 0..OBJECTS {
-        assert_eq!(
-            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
-            [i as u8; 64]
-        );
-    }
+    read_back(&s, OBJECTS, small_value);
     s.check().unwrap();
     let small = TempStore::new("huge-small", opts(64 << 20).max_objects(1000));
     assert_eq!(
@@ -216,17 +225,12 @@ fn a_huge_arena_store_fills_its_arena_with_huge_pages() {
     if !huge_pages_are_2_mib() {
         return;
     }
-    let fill = |s: &TempStore| {
-        for i in 0..BIG_OBJECTS {
-            s.put_bytes(&format!("key-{i}"), &big_value(i)).unwrap();
-        }
-    };
     // 100,000 objects: header and index on the first huge page, the arena from 2 MiB on.
     let o = opts(64 << 20).max_objects(100_000);
     let s = TempStore::new("huge-arena", o.huge_arena(true));
     assert!(s.options().huge_arena);
     assert!(Store::open(&s.name).unwrap().options().huge_arena);
-    fill(&s);
+    fill(&s, BIG_OBJECTS, big_value);
     let creator = creator_got(&s.name, HUGE_KIB + ARENA_HUGE_KIB);
     let env = [("SHMSTORE_TEST_HUGE_KIB", creator.to_string())];
     let mut kid = ChildProc::spawn(
@@ -242,17 +246,12 @@ fn a_huge_arena_store_fills_its_arena_with_huge_pages() {
         out.contains("opener checked"),
         "the child did not run its checks:\n{out}"
     );
-    for i in 0..BIG_OBJECTS {
-        assert_eq!(
-            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
-            big_value(i)
-        );
-    }
+    read_back(&s, BIG_OBJECTS, big_value);
     s.check().unwrap();
 
     let plain = TempStore::new("huge-arena-off", o);
     assert!(!plain.options().huge_arena);
-    fill(&plain);
+    fill(&plain, BIG_OBJECTS, big_value);
     let (_, plain_kib) = mapping_of(&plain.name);
     if !dev_shm_has_huge_mount_option() {
         assert!(
@@ -270,14 +269,6 @@ fn huge_arena_opener_child() {
     let Some(s) = child_store("huge-arena-opener") else {
         return;
     };
-    for i in 0..BIG_OBJECTS {
-        assert_eq!(
-            s.get_bytes(&format!("key-{i}")).unwrap().unwrap(),
-            big_value(i)
-        );
-    }
-    let name = common::child_env(common::STORE_VAR);
-    let creator: u64 = common::child_env("SHMSTORE_TEST_HUGE_KIB").parse().unwrap();
-    check_mapping("opener", &name, creator.min(HUGE_KIB + ARENA_HUGE_KIB));
-    println!("opener checked");
+    read_back(&s, BIG_OBJECTS, big_value);
+    opener_checks(HUGE_KIB + ARENA_HUGE_KIB);
 }
