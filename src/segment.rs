@@ -16,6 +16,10 @@ pub const PREFIX: &str = "shmstore.";
 pub const MAX_NAME_LEN: usize = 255 - PREFIX.len();
 /// How long an opener waits for a store that is being created.
 pub const OPEN_WAIT: Duration = Duration::from_secs(3);
+/// How long it waits at most while it sees the creator at work (holding the segment's
+/// `flock`): creating a store with a very large index (tens of GiB of capacity, or many
+/// inline records) reserves and collapses it for longer than [`OPEN_WAIT`].
+pub const CREATOR_WAIT: Duration = Duration::from_secs(30);
 
 /// The failed calls whose error advice depends on the call (`error::os_advice`), and the
 /// name given for an error about no one store.
@@ -114,7 +118,8 @@ pub fn create(
     made
 }
 
-/// Opens an existing segment, waiting up to [`OPEN_WAIT`] for its creator to finish it.
+/// Opens an existing segment, waiting up to [`OPEN_WAIT`] for its creator to finish it, up
+/// to [`CREATOR_WAIT`] while the creator is seen at work.
 pub fn open(name: &str) -> Result<Mapping> {
     let path = shm_path(name)?;
     let fd = os::shm_open(&path).map_err(|e| match e.kind() {
@@ -122,8 +127,10 @@ pub fn open(name: &str) -> Result<Mapping> {
         _ => os_err("shm_open", name, e),
     })?;
     let start = Instant::now();
-    // Whether the last look saw the creator's lock free.
+    // Whether the last look saw the creator's lock free (`unheld_before`), on a segment
+    // unchanged for `OPEN_WAIT` (`free_before`).
     let mut free_before = false;
+    let mut unheld_before = false;
     loop {
         let info = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?;
         if info.size >= HEADER_SIZE {
@@ -176,23 +183,25 @@ pub fn open(name: &str) -> Result<Mapping> {
         // name until it sets `ready`, however long its reservation takes: a segment whose
         // lock is free and that has not changed for the whole wait lost its creator, and
         // waiting again would not help (`ls`, `gc` and `valid` would wait for every such
-        // segment). (The age also covers the moment before a creator takes the lock.) The
-        // lock must be seen free *before* a look finds `ready` unset (a creator sets it
-        // before it lets go): one more look at once, then.
+        // segment). (The age also covers the moment before a creator takes the lock.) Past
+        // `OPEN_WAIT`, an opener waits on only while the lock shows the creator at work, up
+        // to `CREATOR_WAIT`. The lock must be seen free *before* a look finds `ready` unset
+        // (a creator sets it before it lets go): one more look at once, then.
+        let waited = start.elapsed();
         let unchanged = Duration::from_nanos(os::realtime_ns().saturating_sub(info.changed_ns));
-        let free = unchanged >= OPEN_WAIT && !os::flock_held_elsewhere(&fd);
-        if (free && free_before) || start.elapsed() >= OPEN_WAIT {
+        let probe = unchanged >= OPEN_WAIT || waited >= OPEN_WAIT;
+        let unheld = probe && !os::flock_held_elsewhere(&fd);
+        let free = unchanged >= OPEN_WAIT && unheld;
+        let gave_up = waited >= OPEN_WAIT && ((unheld && unheld_before) || waited >= CREATOR_WAIT);
+        if (free && free_before) || gave_up {
             return Err(Error::NotReady {
                 name: name.to_owned(),
-                waited: if free {
-                    start.elapsed().max(unchanged)
-                } else {
-                    start.elapsed()
-                },
+                waited: if free { waited.max(unchanged) } else { waited },
             });
         }
         free_before = free;
-        if !free {
+        unheld_before = unheld;
+        if !unheld {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

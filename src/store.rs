@@ -215,8 +215,10 @@ impl Store {
     }
 
     /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
-    /// the creator's user). Waits up to 3 s for a store that is still being created (not
-    /// for one whose creator is gone and that was left unfinished for that long).
+    /// the creator's user). Waits up to 3 s for a store that is still being created, and on
+    /// for as long as its creator is seen at work (up to 30 s: creating a very large index
+    /// can take longer); not at all for one whose creator is gone and that was left
+    /// unfinished for 3 s.
     pub fn open(name: &str) -> Result<Store> {
         let m = segment::open(name)?;
         let h = m.header();
@@ -849,7 +851,8 @@ fn rebuild_index(l: &Locked) -> Result<(), Corruption> {
 
 /// Whether a usable store exists under `name`. Like [`Store::open`], waits up to 3 s for a
 /// store that is still being created (a segment of size 0, or whose header is not ready),
-/// and not for one whose creator is gone: `false` then.
+/// longer while its creator is seen at work (up to 30 s), and not for one whose creator is
+/// gone: `false` then.
 pub fn valid(name: &str) -> bool {
     Store::open(name).is_ok()
 }

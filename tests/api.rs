@@ -406,6 +406,17 @@ fn a_small_store_of_an_older_layout_is_incompatible_not_foreign() {
     }
 }
 
+/// Holds `path`'s exclusive `flock`, as a creator at work does, until dropped.
+fn hold_creator_lock(path: &std::path::Path) -> std::fs::File {
+    let creator = std::fs::File::options().write(true).open(path).unwrap();
+    // SAFETY (test): a valid open descriptor; the operation is a plain integer.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&creator), libc::LOCK_EX) },
+        0
+    );
+    creator
+}
+
 #[test]
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
@@ -415,21 +426,27 @@ fn an_unfinished_store_is_not_ready() {
     // As long as a header (ten pages): the size a creator sets before it writes anything.
     std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
     // A creator at work holds the segment's flock (it may spend seconds reserving a large
-    // index): openers wait for it, however old the segment.
-    let creator = std::fs::File::open(&path).unwrap();
-    // SAFETY (test): a valid open descriptor; the operation is a plain integer.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&creator), libc::LOCK_EX) },
-        0
+    // index): an opener waits for it past the usual 3 s, however old the segment, and
+    // gives up once the lock comes free with the segment still unfinished.
+    let creator = hold_creator_lock(&path);
+    let opener = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            (Store::open(&name), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(
+        !opener.is_finished(),
+        "gave up while the creator was at work"
     );
-    for _ in 0..2 {
-        let t = std::time::Instant::now();
-        assert!(matches!(Store::open(&name), Err(Error::NotReady { .. })));
-        assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
-    }
+    drop(creator);
+    let (opened, took) = opener.join().unwrap();
+    assert!(matches!(opened, Err(Error::NotReady { .. })), "{opened:?}");
+    assert!(took >= Duration::from_millis(4500), "{took:?}");
     // Its creator gone (the lock free) and the segment unchanged for the whole wait: nobody
     // waits for it again (`ls`, `gc`, `valid`); the error says how long it has been so.
-    drop(creator);
     let t = std::time::Instant::now();
     match Store::open(&name) {
         Err(Error::NotReady { waited, .. }) => assert!(waited >= Duration::from_secs(3)),
@@ -441,6 +458,36 @@ fn an_unfinished_store_is_not_ready() {
         "waited again for a segment unchanged for {:?}",
         t.elapsed()
     );
+}
+
+#[test]
+fn an_opener_waits_for_a_creator_that_takes_longer_than_3_s() {
+    // A creator reserving a very large index: the segment, complete but for `ready`, with
+    // its creator's flock held for 4 s; then `ready` set and the lock let go.
+    let src = TempStore::new("slow-src", opts(1 << 20));
+    src.put("k", &7u8).unwrap();
+    let name = unique_name("slow");
+    let path = segment_path(&name);
+    let _c = Cleanup(name.clone());
+    let mut bytes = std::fs::read(segment_path(&src.name)).unwrap();
+    let ready: [u8; 4] = bytes[12..16].try_into().unwrap();
+    bytes[12..16].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let creator = hold_creator_lock(&path);
+    let opener = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            (Store::open(&name), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    std::os::unix::fs::FileExt::write_all_at(&creator, &ready, 12).unwrap();
+    drop(creator);
+    let (opened, took) = opener.join().unwrap();
+    let s = opened.expect("opened once its creator finished");
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert_eq!(s.get::<u8>("k").unwrap(), Some(7));
 }
 
 #[test]
