@@ -444,70 +444,88 @@ fn commit_with(m: &Mapping, end: u64, huge: Option<u64>) -> Result<bool, Corrupt
         want = (off + want).div_ceil(huge) * huge - off;
     }
     let want = want.min(arena);
-    match reserve(m, committed, want, huge) {
-        Ok(()) => {}
-        Err(_) if end < want => {
-            // Try again with just what is needed now.
-            let need = end.div_ceil(PAGE) * PAGE;
-            if reserve(m, committed, need, huge).is_err() {
-                return Ok(false);
-            }
-            h.committed.store(need, Relaxed);
-            return Ok(true);
-        }
-        Err(_) => return Ok(false),
+    let mut reached = reserve(m, committed, want, huge);
+    if reached < end {
+        // Refused: try again with just what is needed now, in small pages.
+        reached = reserve(m, reached, end.div_ceil(PAGE) * PAGE, None);
     }
-    // The store is filling: the pages just reserved will be written soon, by this process
-    // first. Mapping them in one call costs less than a fault on each (W1 puts -12%, 1 MiB
-    // puts into fresh pages +10%). At most one step: a recovery re-commits everything below
-    // `top` at once, pages that hold data and that this process may never touch.
-    m.populate(committed, (want - committed).min(step));
-    h.committed.store(want, Relaxed);
-    Ok(true)
+    if reached >= end {
+        // The store is filling: the pages just reserved will be written soon, by this
+        // process first. Mapping them in one call costs less than a fault on each (W1 puts
+        // -12%, 1 MiB puts into fresh pages +10%). At most one step: a recovery re-commits
+        // everything below `top` at once, pages that hold data and that this process may
+        // never touch.
+        m.populate(committed, (reached - committed).min(step));
+    }
+    // What was reserved counts, refused or not, so that it is given back as the rest is.
+    h.committed.store(reached, Relaxed);
+    Ok(reached >= end)
 }
 
 /// How much memory a filling arena commits at a time: 1/32 of it, at most 4 MiB, so that a
 /// filling store makes few system calls but a large empty one holds little memory.
 fn commit_step(m: &Mapping) -> u64 {
-    (m.geo().arena_len / 32).clamp(PAGE, 4 << 20)
+    step_for(m.geo().arena_len)
 }
 
-/// The huge page size to commit the arena in: the kernel's, in a store made with
-/// `Options::huge_arena`, where shared memory can have huge pages and the arena's steps are
-/// at least one (a small store keeps its steps of small pages: a huge page would be too
-/// much of its memory).
+fn step_for(arena_len: u64) -> u64 {
+    (arena_len / 32).clamp(PAGE, 4 << 20)
+}
+
+/// The huge page size an arena of `arena_len` bytes can be committed in
+/// (`Options::huge_arena`): the kernel's, where shared memory can have huge pages and the
+/// arena's steps are at least one (an arena of 64 MiB or more; a smaller one keeps its
+/// steps of small pages: a huge page would be too much of its memory).
+pub fn huge_step_for(arena_len: u64) -> Option<u64> {
+    let huge = os::huge_page_for_layout()? as u64;
+    (step_for(arena_len) >= huge).then_some(huge)
+}
+
+/// The huge page size to commit this arena in, if its store was made with
+/// `Options::huge_arena` (see [`huge_step_for`]).
 fn huge_steps(m: &Mapping) -> Option<u64> {
     if m.header().flags.load(Relaxed) & FLAG_HUGE_ARENA == 0 {
         return None;
     }
-    let huge = os::huge_page_for_layout()? as u64;
-    (commit_step(m) >= huge).then_some(huge)
+    huge_step_for(m.geo().arena_len)
 }
 
 /// Reserves arena bytes `[from, to)` (page-aligned): the huge pages (of `huge` bytes) of the
 /// file that lie wholly inside as huge pages where the kernel agrees
 /// (`Mapping::reserve_huge`), the rest, and everything when `huge` is `None`, with
-/// `fallocate`. An error if /dev/shm
-/// or the memory cgroup refused; what was reserved before then stays reserved (above
-/// `committed`, harmless: the next commit finds it backed).
-fn reserve(m: &Mapping, from: u64, to: u64, huge: Option<u64>) -> std::io::Result<()> {
+/// `fallocate`. Returns how far it got: `to`, or where /dev/shm or the memory cgroup refused
+/// (everything below that is reserved; tmpfs undoes the part of a refused `fallocate` it
+/// had done, and at most the first small page of a huge page lies beyond).
+fn reserve(m: &Mapping, from: u64, to: u64, huge: Option<u64>) -> u64 {
     let off = m.geo().arena_off;
     let Some(huge) = huge else {
-        return os::fallocate(m.fd(), off + from, to - from);
+        return if os::fallocate(m.fd(), off + from, to - from).is_ok() {
+            to
+        } else {
+            from
+        };
     };
     let mut at = from;
     while at < to {
         // The end of the huge page of the file that `at` lies in, as an arena offset.
         let page_end = ((off + at) / huge + 1) * huge - off;
-        if (off + at).is_multiple_of(huge) && page_end <= to && m.reserve_huge(at)? {
-            at = page_end;
-            continue;
+        if (off + at).is_multiple_of(huge) && page_end <= to {
+            match m.reserve_huge(at) {
+                Ok(true) => {
+                    at = page_end;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(_) => return at,
+            }
         }
         let next = page_end.min(to);
-        os::fallocate(m.fd(), off + at, next - at)?;
+        if os::fallocate(m.fd(), off + at, next - at).is_err() {
+            return at;
+        }
         at = next;
     }
-    Ok(())
+    to
 }
 
 /// The size of two neighbours merged; an error if the sizes read cannot be real.

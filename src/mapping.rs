@@ -5,8 +5,8 @@
 //! outside the mapping.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::error::{Corruption, corrupt};
 use crate::layout::{BLOCK_HEADER, Block, Geometry, HEADER_SIZE, Header, NIL, RECORD_HEADER, UNIT};
@@ -16,10 +16,11 @@ pub struct Mapping {
     map: Map,
     fd: OwnedFd,
     geo: Geometry,
-    /// Set once the kernel refused to put a piece of the arena on a huge page for this
-    /// mapping: later commits take small pages at once instead of asking again (a refusal
-    /// can cost a compaction attempt each time).
-    no_huge_arena: AtomicBool,
+    /// When (`os::monotonic_ns`) this mapping may next ask the kernel to put a piece of the
+    /// arena on a huge page: 0 at first, a second after a refusal (a refusal can cost a
+    /// compaction attempt, and the next commit comes a few MiB later), never (`u64::MAX`)
+    /// when the mapping is not aligned to huge pages.
+    huge_arena_after: AtomicU64,
 }
 
 impl Mapping {
@@ -30,7 +31,7 @@ impl Mapping {
             map,
             fd,
             geo,
-            no_huge_arena: AtomicBool::new(false),
+            huge_arena_after: AtomicU64::new(0),
         }
     }
 
@@ -203,21 +204,30 @@ impl Mapping {
     /// a huge page it takes now; on a range with no page reserved it refuses). Every process
     /// mapping the file at an aligned address then reaches the whole range through one TLB
     /// entry instead of a page-table walk per 4 KiB (`Options::huge_arena`). `Ok(false)` if
-    /// the kernel would not (no huge page free, huge pages disabled for this process, a
-    /// mapping not aligned, /dev/shm too full for the rest): the caller reserves small pages
-    /// instead, and this mapping does not ask again. An error only if the first page could
-    /// not be reserved (/dev/shm or memory full).
+    /// the kernel would not (no huge page free, huge pages disabled for this process,
+    /// /dev/shm too full for the rest of the page: the kernel refuses rather than over-fill
+    /// it) or was refused less than a second ago, and always for a mapping not aligned to
+    /// huge pages: the caller reserves small pages instead. An error only if the first page
+    /// could not be reserved (/dev/shm or memory full).
     pub fn reserve_huge(&self, off: u64) -> std::io::Result<bool> {
-        if self.no_huge_arena.load(Relaxed) {
+        let now = crate::os::monotonic_ns();
+        if now < self.huge_arena_after.load(Relaxed) {
             return Ok(false);
         }
+        let huge = huge_page();
         let at = self.geo.arena_off + off;
+        let Ok(at_usize) = usize::try_from(at) else {
+            return Ok(false);
+        };
+        if !(self.map.ptr() as usize).is_multiple_of(huge) {
+            // Its huge pages could never be mapped whole here: do not ask again.
+            self.huge_arena_after.store(u64::MAX, Relaxed);
+            return Ok(false);
+        }
         crate::os::fallocate(&self.fd, at, crate::layout::PAGE)?;
-        let collapsed = usize::try_from(at)
-            .ok()
-            .is_some_and(|at| self.map.collapse(at, huge_page()).is_ok());
+        let collapsed = self.map.collapse(at_usize, huge).is_ok();
         if !collapsed {
-            self.no_huge_arena.store(true, Relaxed);
+            self.huge_arena_after.store(now + 1_000_000_000, Relaxed);
         }
         Ok(collapsed)
     }

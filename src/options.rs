@@ -181,11 +181,13 @@ impl Options {
     /// 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty store were 2.7
     /// (W1) to 3.5 (W2) times as slow. With a huge page at hand it took 0.2 ms. Pages freed
     /// and reused keep the huge pages; those given back to the system (large objects
-    /// removed) split them. Only arenas of 64 MiB or more use it (they commit in steps of at
-    /// least 2 MiB); where the kernel refuses (no huge page free, transparent huge pages
-    /// disabled for the process or set to `deny` for shared memory) the arena takes small
-    /// pages, as without it. Recorded in the store: every process that fills it follows it.
-    /// Off by default.
+    /// removed) split them. Recorded in the store: every process that fills it follows it.
+    /// Only arenas of 64 MiB or more (they commit in steps of at least 2 MiB), on a kernel
+    /// with transparent huge pages for shared memory (not `deny`), use it; elsewhere the
+    /// store is made without it and [`Store::options`](crate::Store::options) says so.
+    /// Where the kernel refuses a huge page (none free, huge pages disabled for the process,
+    /// /dev/shm too full for a whole one) that piece of the arena takes small pages, as
+    /// without the option, and the handle asks again a second later. Off by default.
     pub fn huge_arena(mut self, yes: bool) -> Options {
         self.huge_arena = yes;
         self

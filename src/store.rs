@@ -162,6 +162,9 @@ impl Store {
     /// Creates a store; `Error::AlreadyExists` if the name is taken.
     pub fn create(name: &str, options: Options) -> Result<Store> {
         let geo = options.geometry()?;
+        // Recorded only where it can apply, so that the store does not report what it
+        // cannot do (an arena under 64 MiB, no huge pages for shared memory).
+        let huge_arena = options.huge_arena && arena::huge_step_for(geo.arena_len).is_some();
         let m = segment::create(name, geo, options.mode, |m| {
             let h = m.header();
             let seed = random_seed();
@@ -176,12 +179,8 @@ impl Store {
             );
             h.put_policy.store(options.put_policy.to_raw(), Relaxed);
             h.mode.store(options.mode, Relaxed);
-            let flags = if options.huge_arena {
-                FLAG_HUGE_ARENA
-            } else {
-                0
-            };
-            h.flags.store(flags, Relaxed);
+            h.flags
+                .store(if huge_arena { FLAG_HUGE_ARENA } else { 0 }, Relaxed);
             h.creator_pid.store(crate::os::pid(), Relaxed);
             h.created_ns.store(crate::os::realtime_ns(), Relaxed);
             h.lru_head.store(NIL, Relaxed);
@@ -209,6 +208,7 @@ impl Store {
                 capacity,
                 max_objects,
                 inline_values,
+                huge_arena,
                 ..options
             },
         ))

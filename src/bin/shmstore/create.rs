@@ -33,7 +33,8 @@ pub struct Args {
     inline_values: u32,
     /// Commit the arena in 2 MiB huge pages as the store fills: faster random reads across a
     /// large arena, slower filling of fresh memory (on VMs that give free memory back to
-    /// their host, 8-10 ms per 2 MiB). Arenas of 64 MiB or more.
+    /// their host, 8-10 ms per 2 MiB). Arenas of 64 MiB or more, where the kernel has huge
+    /// pages for shared memory (ignored otherwise).
     #[arg(long)]
     huge_arena: bool,
     /// Let the owner's group read and write the store too (mode 0660 instead of 0600).
@@ -75,7 +76,11 @@ pub fn run(args: Args, format: Format) -> Outcome {
             "created store {:?}: capacity {}{}, up to {} objects{}, policy {}, min free memory {}, mode {}",
             args.name,
             fmt::bytes(s.capacity),
-            if s.huge_arena { " (on huge pages)" } else { "" },
+            if s.huge_arena {
+                " (huge-page arena)"
+            } else {
+                ""
+            },
             s.max_objects,
             match s.inline_values {
                 0 => String::new(),

@@ -83,7 +83,11 @@ fn text(
             format!(
                 "{}{}",
                 fmt::bytes(s.capacity),
-                if s.huge_arena { " (on huge pages)" } else { "" }
+                if s.huge_arena {
+                    " (huge-page arena)"
+                } else {
+                    ""
+                }
             ),
         ),
         (
