@@ -4,35 +4,16 @@
 
 mod common;
 
-use common::{ChildProc, TempStore, child_store, opts, segment_path};
+use common::{
+    ChildProc, TempStore, child_store, huge_pages_are_2_mib, kernel_collapses, mapping_of, opts,
+    segment_path,
+};
 use shmstore::Store;
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
 const HUGE_KIB: u64 = 2048;
 const OBJECTS: usize = 2_000;
-
-/// What `/proc/self/smaps` says of this process's mapping of store `name`: where it starts
-/// and how many KiB of it are mapped by huge-page entries.
-fn mapping_of(name: &str) -> (usize, u64) {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    let file = segment_path(name).display().to_string();
-    let mut lines = smaps.lines();
-    while let Some(line) = lines.next() {
-        if !line.ends_with(&file) {
-            continue;
-        }
-        let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
-        for field in lines.by_ref() {
-            if let Some(v) = field.strip_prefix("ShmemPmdMapped:") {
-                let kib = v.trim().trim_end_matches("kB").trim().parse().unwrap();
-                return (start, kib);
-            }
-        }
-        panic!("no ShmemPmdMapped line for {file} in /proc/self/smaps");
-    }
-    panic!("{file} is not mapped in this process");
-}
 
 /// A store whose header, index and records fill four huge pages (40,000 objects: 53,336
 /// slots, 427 KB of index and 6.8 MB of 128-byte records, 7.3 MB in all: the arena starts
@@ -44,22 +25,6 @@ fn store_with_records() -> TempStore {
     );
     fill(&s, OBJECTS, small_value);
     s
-}
-
-/// Whether the kernel, asked now, puts the first `kib` KiB of this process's mapping of
-/// store `name` on huge pages (`MADV_COLLAPSE`): the yardstick for what the store's creator
-/// could have got. It refuses where huge pages are denied or disabled for this process, on
-/// kernels before 6.1, and when no huge page is free.
-fn kernel_collapses(name: &str, kib: u64) -> bool {
-    let (start, _) = mapping_of(name);
-    // SAFETY (test): the range is the start of this process's mapping of the store, which
-    // is at least `kib` KiB long; the advice keeps every byte as it is.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, kib as usize * 1024, 25) };
-    if rc != 0 {
-        let why = std::io::Error::last_os_error();
-        eprintln!("this kernel does not put the store on huge pages ({why}): alignment only");
-    }
-    rc == 0
 }
 
 /// Checks this process's mapping of store `name`: aligned to a huge page, and at least
@@ -109,27 +74,13 @@ fn opener_checks(up_to_kib: u64) {
     println!("opener checked");
 }
 
-/// Whether shared memory can have huge pages here, of the 2 MiB these tests count in (stores
-/// are laid out without them otherwise).
-fn huge_pages_are_2_mib() -> bool {
-    let dir = "/sys/kernel/mm/transparent_hugepage";
-    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size"));
-    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled"));
-    let usable =
-        size.is_ok_and(|s| s.trim() == "2097152") && shmem.is_ok_and(|s| !s.contains("[deny]"));
-    if !usable {
-        eprintln!("no 2 MiB huge pages for shared memory here: not tested");
-    }
-    usable
-}
-
 /// How many KiB of store `name` its creator (this process) maps by huge pages, checked: the
 /// creator collapses the first `whole_kib` KiB (everything before the arena) and maps them,
 /// wherever the kernel lets it; asked again here, the kernel says whether it would have.
 fn creator_got(name: &str, whole_kib: u64) -> u64 {
     let (_, got) = mapping_of(name);
     assert!(
-        got >= whole_kib || !kernel_collapses(name, whole_kib),
+        got >= whole_kib || !kernel_collapses(name, 0, whole_kib),
         "the kernel puts the store on huge pages when asked, but its creator did not ({got} KiB)"
     );
     check_mapping("creator", name, got)
@@ -207,13 +158,16 @@ fn big_value(i: usize) -> Vec<u8> {
     vec![(i % 251) as u8; 4096]
 }
 
-/// Whether /dev/shm is mounted to have huge pages of its own (`huge=`), whatever the store
-/// asks for.
-fn dev_shm_has_huge_mount_option() -> bool {
-    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+/// Whether /dev/shm gets huge pages whatever the store asks for: mounted with `huge=`, or
+/// shared memory's huge pages forced on for every mount (`shmem_enabled` = `force`).
+fn dev_shm_has_huge_pages_anyway() -> bool {
+    let mounted = std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
         m.lines()
             .any(|l| l.split(' ').nth(1) == Some("/dev/shm") && l.contains("huge="))
-    })
+    });
+    let forced = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .is_ok_and(|s| s.contains("[force]"));
+    mounted || forced
 }
 
 /// A store made with `huge_arena` commits its arena as huge pages while it fills: its
@@ -248,12 +202,21 @@ fn a_huge_arena_store_fills_its_arena_with_huge_pages() {
     );
     read_back(&s, BIG_OBJECTS, big_value);
     s.check().unwrap();
+    // A rebuild re-reserves the arena below its top (in small pages: the huge ones stay as
+    // they are) and loses nothing.
+    s.repair().unwrap();
+    read_back(&s, BIG_OBJECTS, big_value);
+    s.check().unwrap();
+    assert!(
+        mapping_of(&s.name).1 >= creator,
+        "the rebuild split the huge pages"
+    );
 
     let plain = TempStore::new("huge-arena-off", o);
     assert!(!plain.options().huge_arena);
     fill(&plain, BIG_OBJECTS, big_value);
     let (_, plain_kib) = mapping_of(&plain.name);
-    if !dev_shm_has_huge_mount_option() {
+    if !dev_shm_has_huge_pages_anyway() {
         assert!(
             plain_kib <= HUGE_KIB,
             "without huge_arena the arena went on huge pages too: {plain_kib} KiB"

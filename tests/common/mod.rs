@@ -18,6 +18,59 @@ pub fn segment_path(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/dev/shm/shmstore.{name}"))
 }
 
+/// What `/proc/self/smaps` says of this process's mapping of store `name`: where it starts
+/// and how many KiB of it are mapped by huge-page entries.
+pub fn mapping_of(name: &str) -> (usize, u64) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let file = segment_path(name).display().to_string();
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        if !line.ends_with(&file) {
+            continue;
+        }
+        let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+        for field in lines.by_ref() {
+            if let Some(v) = field.strip_prefix("ShmemPmdMapped:") {
+                let kib = v.trim().trim_end_matches("kB").trim().parse().unwrap();
+                return (start, kib);
+            }
+        }
+        panic!("no ShmemPmdMapped line for {file} in /proc/self/smaps");
+    }
+    panic!("{file} is not mapped in this process");
+}
+
+/// Whether the kernel, asked now, puts `kib` KiB of this process's mapping of store `name`
+/// from `from_kib` KiB on on huge pages (`MADV_COLLAPSE`): the yardstick for what the store
+/// could have got. It refuses where huge pages are denied or disabled for this process, on
+/// kernels before 6.1, when no huge page is free, and on a range with a hole.
+pub fn kernel_collapses(name: &str, from_kib: u64, kib: u64) -> bool {
+    let (start, _) = mapping_of(name);
+    let at = start + from_kib as usize * 1024;
+    // SAFETY (test): the range lies in this process's mapping of the store (callers stay
+    // inside the segment); the advice keeps every byte as it is.
+    let rc = unsafe { libc::madvise(at as *mut libc::c_void, kib as usize * 1024, 25) };
+    if rc != 0 {
+        let why = std::io::Error::last_os_error();
+        eprintln!("this kernel does not put the store on huge pages ({why}): alignment only");
+    }
+    rc == 0
+}
+
+/// Whether shared memory can have huge pages here, of the 2 MiB these tests count in (stores
+/// are laid out without them otherwise).
+pub fn huge_pages_are_2_mib() -> bool {
+    let dir = "/sys/kernel/mm/transparent_hugepage";
+    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size"));
+    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled"));
+    let usable =
+        size.is_ok_and(|s| s.trim() == "2097152") && shmem.is_ok_and(|s| !s.contains("[deny]"));
+    if !usable {
+        eprintln!("no 2 MiB huge pages for shared memory here: not tested");
+    }
+    usable
+}
+
 /// A name no other test (or test process) uses.
 pub fn unique_name(tag: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
