@@ -76,6 +76,13 @@ pub enum Error {
     )]
     NotReady { name: String, waited: Duration },
 
+    /// Another process was still creating the store when the wait for it ran out (its
+    /// creator held the segment's lock throughout: a store with a very large index).
+    #[error(
+        "store {name:?} was still being created by another process after {waited:?} (it holds the store's lock while it works); open it again later"
+    )]
+    StillCreating { name: String, waited: Duration },
+
     /// The store's lock could not be taken within the lock timeout.
     #[error(
         "timed out after {waited:?} waiting for the lock of store {name:?}; another process holds it for too long (see `shmstore stat`), or raise Options::lock_timeout"

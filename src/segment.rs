@@ -192,17 +192,24 @@ pub fn open(name: &str) -> Result<Mapping> {
         let probe = unchanged >= OPEN_WAIT || waited >= OPEN_WAIT;
         let unheld = probe && !os::flock_held_elsewhere(&fd);
         let free = unchanged >= OPEN_WAIT && unheld;
-        let gave_up = waited >= OPEN_WAIT && ((unheld && unheld_before) || waited >= CREATOR_WAIT);
-        if (free && free_before) || gave_up {
+        if (free && free_before) || (waited >= OPEN_WAIT && unheld && unheld_before) {
             return Err(Error::NotReady {
                 name: name.to_owned(),
                 waited: if free { waited.max(unchanged) } else { waited },
             });
         }
+        if waited >= CREATOR_WAIT && !unheld {
+            return Err(Error::StillCreating {
+                name: name.to_owned(),
+                waited,
+            });
+        }
         free_before = free;
         unheld_before = unheld;
         if !unheld {
-            std::thread::sleep(Duration::from_millis(2));
+            // Past the usual wait, a look every 20 ms: each maps the segment again.
+            let pause = if waited >= OPEN_WAIT { 20 } else { 2 };
+            std::thread::sleep(Duration::from_millis(pause));
         }
     }
 }

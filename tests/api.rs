@@ -417,6 +417,14 @@ fn hold_creator_lock(path: &std::path::Path) -> std::fs::File {
     creator
 }
 
+/// Opens store `name` in a thread; its result and how long it took from now (the clock
+/// starts before the thread, so that a late start cannot shorten it).
+fn open_in_thread(name: &str) -> std::thread::JoinHandle<(shmstore::Result<Store>, Duration)> {
+    let name = name.to_owned();
+    let t = std::time::Instant::now();
+    std::thread::spawn(move || (Store::open(&name), t.elapsed()))
+}
+
 #[test]
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
@@ -429,24 +437,26 @@ fn an_unfinished_store_is_not_ready() {
     // index): an opener waits for it past the usual 3 s, however old the segment, and
     // gives up once the lock comes free with the segment still unfinished.
     let creator = hold_creator_lock(&path);
-    let opener = {
-        let name = name.clone();
-        std::thread::spawn(move || {
-            let t = std::time::Instant::now();
-            (Store::open(&name), t.elapsed())
-        })
-    };
+    let opener = open_in_thread(&name);
     std::thread::sleep(Duration::from_millis(4500));
     assert!(
         !opener.is_finished(),
         "gave up while the creator was at work"
     );
+    // The creator touches the segment, then dies: the segment is too new for the
+    // shortcut below, so it is the lock coming free that ends the wait, at once.
+    creator.set_len(10 * 4096).unwrap();
     drop(creator);
     let (opened, took) = opener.join().unwrap();
     assert!(matches!(opened, Err(Error::NotReady { .. })), "{opened:?}");
     assert!(took >= Duration::from_millis(4500), "{took:?}");
-    // Its creator gone (the lock free) and the segment unchanged for the whole wait: nobody
-    // waits for it again (`ls`, `gc`, `valid`); the error says how long it has been so.
+    assert!(
+        took < Duration::from_secs(7),
+        "waited on after the lock came free: {took:?}"
+    );
+    // Its creator gone (the lock free) and the segment unchanged for 3 s: nobody waits for
+    // it again (`ls`, `gc`, `valid`); the error says how long it has been so.
+    std::thread::sleep(Duration::from_millis(3100));
     let t = std::time::Instant::now();
     match Store::open(&name) {
         Err(Error::NotReady { waited, .. }) => assert!(waited >= Duration::from_secs(3)),
@@ -474,13 +484,7 @@ fn an_opener_waits_for_a_creator_that_takes_longer_than_3_s() {
     bytes[12..16].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     let creator = hold_creator_lock(&path);
-    let opener = {
-        let name = name.clone();
-        std::thread::spawn(move || {
-            let t = std::time::Instant::now();
-            (Store::open(&name), t.elapsed())
-        })
-    };
+    let opener = open_in_thread(&name);
     std::thread::sleep(Duration::from_secs(4));
     std::os::unix::fs::FileExt::write_all_at(&creator, &ready, 12).unwrap();
     drop(creator);

@@ -1,7 +1,7 @@
 //! A /dev/shm smaller than the store (Docker's default is 64 MiB): filling the store gives
 //! refused puts or rotation, never SIGBUS; removal gives the space back.
 //!
-//! The child runs in a private mount namespace (`unshare -m`, root only) with an 8 MiB tmpfs
+//! The child runs in a private mount namespace (`unshare -m`, root only) with a 9 MiB tmpfs
 //! on /dev/shm; where that is not possible the test says so and passes without running.
 
 mod common;
@@ -49,7 +49,7 @@ fn fill_refuse_and_rotate(opts: Options) {
     );
     let value = vec![0x5au8; 256 << 10];
 
-    // Strict: a 64 MiB store on an 8 MiB /dev/shm fills up and then refuses.
+    // Strict: a 64 MiB store on a 9 MiB /dev/shm fills up and then refuses.
     let opts = opts
         .capacity(64 << 20)
         .max_objects(4096)
@@ -65,7 +65,7 @@ fn fill_refuse_and_rotate(opts: Options) {
     }
     assert!(
         stored > 4 && stored < 40,
-        "{stored} objects of 256 KiB stored on an 8 MiB tmpfs"
+        "{stored} objects of 256 KiB stored on a 9 MiB tmpfs"
     );
     assert!(strict.stats().unwrap().refused_puts > 0);
     strict.check().unwrap();

@@ -33,6 +33,7 @@ pub fn kind(e: &Error) -> &'static str {
         Error::Foreign { .. } => "foreign",
         Error::Incompatible { .. } => "incompatible",
         Error::NotReady { .. } => "not_ready",
+        Error::StillCreating { .. } => "creating",
         Error::Corrupt { .. } => "corrupt",
         Error::Timeout { .. } => "timeout",
         _ => "error",
