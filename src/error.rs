@@ -79,7 +79,7 @@ pub enum Error {
     /// Another process was still creating the store when the wait for it ran out (its
     /// creator held the segment's lock throughout: a store with a very large index).
     #[error(
-        "store {name:?} was still being created by another process after {waited:?} (it holds the store's lock while it works); open it again later"
+        "store {name:?} was still being created by another process after {waited:?} (it holds the store's lock while it works); open it again later, or, if that process is stuck (stopped, or its lock inherited by a child that never exits), destroy the store"
     )]
     StillCreating { name: String, waited: Duration },
 

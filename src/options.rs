@@ -175,19 +175,22 @@ impl Options {
     /// 14% more (see docs/performance.md); W1's 128-byte objects gained nothing.
     ///
     /// The cost is in filling: each 2 MiB of fresh arena is a huge page the kernel zeroes
-    /// when the store first reaches it (with the store's lock held). On a machine whose free
-    /// huge pages are backed by the hypervisor only once touched again (VMs that report free
-    /// memory to their host, as the one these figures come from does), that took 8-10 ms per
-    /// 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty store were 2.7
-    /// (W1) to 3.5 (W2) times as slow. With a huge page at hand it took 0.2 ms. Pages freed
-    /// and reused keep the huge pages; those given back to the system (large objects
-    /// removed) split them. Recorded in the store: every process that fills it follows it.
-    /// Only arenas of 64 MiB or more (they commit in steps of at least 2 MiB), on a kernel
-    /// with transparent huge pages for shared memory (not `deny`), use it; elsewhere the
-    /// store is made without it and [`Store::options`](crate::Store::options) says so.
-    /// Where the kernel refuses a huge page (none free, huge pages disabled for the process,
-    /// /dev/shm too full for a whole one) that piece of the arena takes small pages, as
-    /// without the option, and the handle asks again a second later. Off by default.
+    /// when the store first reaches it (with the store's lock held). On a machine whose
+    /// free huge pages are backed by the hypervisor only once touched again (VMs that
+    /// report free memory to their host, as the one these figures come from does), that
+    /// took 8-10 ms per 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty
+    /// store were 2.7 (W1) to 3.5 (W2) times as slow. With a huge page at hand it took 0.2
+    /// ms. Pages freed and reused keep the huge pages; those given back to the system
+    /// (large objects removed beyond the warm reserve) split them for good: nothing
+    /// collapses them again, and `Stats` does not say how much of the arena is still on
+    /// huge pages (`/proc/PID/smaps`, `ShmemPmdMapped`, does). Recorded in the store: every
+    /// process that fills it follows it. Only arenas of 64 MiB or more (they commit in
+    /// steps of at least 2 MiB), on a kernel with transparent huge pages for shared memory
+    /// (not `deny`) and `MADV_COLLAPSE` (Linux 6.1 or later), use it; elsewhere the store
+    /// is made without it and [`Store::options`](crate::Store::options) says so. Where the
+    /// kernel refuses a huge page (none free, huge pages disabled for the process, /dev/shm
+    /// too full for a whole one) that piece of the arena takes small pages, as without the
+    /// option, and the handle asks again a second later. Off by default.
     pub fn huge_arena(mut self, yes: bool) -> Options {
         self.huge_arena = yes;
         self

@@ -205,18 +205,34 @@ unsafe impl Send for Map {}
 unsafe impl Sync for Map {}
 
 /// The huge page size to lay a new store out for: [`huge_page`] where the kernel has
-/// transparent huge pages for shared memory at all (the sysfs files exist and shmem's are
-/// not `deny`: `MADV_COLLAPSE` works whatever else they say), `None` where a collapse can
-/// only fail, so that no store pads its index (or commits its arena) for pages it cannot
-/// get. Read once per process.
+/// `MADV_COLLAPSE` (Linux 6.1) and transparent huge pages for shared memory at all (the
+/// sysfs files exist and shmem's are not `deny`: a collapse works whatever else they say),
+/// `None` where a collapse can only fail, so that no store pads its index (or commits its
+/// arena) for pages it cannot get. Read once per process.
 pub fn huge_page_for_layout() -> Option<usize> {
     static SHMEM_OK: OnceLock<bool> = OnceLock::new();
     let size = reported_huge_page()?;
     let ok = *SHMEM_OK.get_or_init(|| {
-        std::fs::read_to_string(format!("{THP}/shmem_enabled"))
-            .is_ok_and(|shmem| !shmem.contains("[deny]"))
+        let collapse = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .is_ok_and(|release| release_has_collapse(&release));
+        collapse
+            && std::fs::read_to_string(format!("{THP}/shmem_enabled"))
+                .is_ok_and(|shmem| !shmem.contains("[deny]"))
     });
     ok.then_some(size)
+}
+
+/// Whether a kernel of release `release` (`uname -r`: "6.18.44-fc", "5.15.0-91-generic")
+/// has `MADV_COLLAPSE`, which came with 6.1. An unreadable release is taken as without.
+fn release_has_collapse(release: &str) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 1),
+        _ => false,
+    }
 }
 
 /// Where the kernel reports on transparent huge pages.
@@ -839,6 +855,23 @@ pub fn kill_self() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn madv_collapse_is_known_from_6_1_on() {
+        for (release, has) in [
+            ("6.18.44-fc-v657", true),
+            ("6.1.0-18-amd64", true),
+            ("7.0", true),
+            ("6.0.12", false),
+            ("5.15.0-91-generic", false),
+            ("4.19.0", false),
+            ("", false),
+            ("linux", false),
+            ("6", false),
+        ] {
+            assert_eq!(release_has_collapse(release), has, "{release:?}");
+        }
+    }
 
     #[test]
     fn only_a_process_that_is_gone_counts_as_dead() {

@@ -224,7 +224,7 @@ fn create_text_and_json() {
     // shared memory), and not on a small store.
     let h = Name::new("create-huge");
     let out = ok(&["create", h.as_str(), "--capacity", "64MiB", "--huge-arena"]);
-    let applies = shared_memory_has_huge_pages();
+    let applies = common::shared_memory_has_huge_pages();
     assert_eq!(
         out.contains("capacity 64 MiB (huge-page arena)"),
         applies,
@@ -247,6 +247,15 @@ fn create_text_and_json() {
         v["huge_arena"], false,
         "a 1 MiB arena commits in small pages"
     );
+    let small_text = Name::new("create-huge-text");
+    let out = ok(&[
+        "create",
+        small_text.as_str(),
+        "--capacity",
+        "63MiB",
+        "--huge-arena",
+    ]);
+    assert!(out.contains("--huge-arena ignored"), "{out}");
 
     let m = Name::new("create-json");
     let v = json(&[
@@ -823,13 +832,4 @@ fn stat_shows_who_holds_the_lock() {
     let pid = std::process::id();
     assert!(text.contains(&format!("held by pid {pid} for")), "{text}");
     assert_eq!(json(&["stat", n.as_str()])["lock"]["state"], "free");
-}
-
-/// Whether this kernel has transparent huge pages for shared memory (the sysfs files exist
-/// and shmem's setting is not `deny`), as the library judges it.
-fn shared_memory_has_huge_pages() -> bool {
-    let dir = "/sys/kernel/mm/transparent_hugepage";
-    std::fs::read_to_string(format!("{dir}/hpage_pmd_size")).is_ok()
-        && std::fs::read_to_string(format!("{dir}/shmem_enabled"))
-            .is_ok_and(|s| !s.contains("[deny]"))
 }

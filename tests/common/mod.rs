@@ -60,15 +60,27 @@ pub fn kernel_collapses(name: &str, from_kib: u64, kib: u64) -> bool {
 /// Whether shared memory can have huge pages here, of the 2 MiB these tests count in (stores
 /// are laid out without them otherwise).
 pub fn huge_pages_are_2_mib() -> bool {
-    let dir = "/sys/kernel/mm/transparent_hugepage";
-    let size = std::fs::read_to_string(format!("{dir}/hpage_pmd_size"));
-    let shmem = std::fs::read_to_string(format!("{dir}/shmem_enabled"));
-    let usable =
-        size.is_ok_and(|s| s.trim() == "2097152") && shmem.is_ok_and(|s| !s.contains("[deny]"));
+    let size = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+    let usable = size.is_ok_and(|s| s.trim() == "2097152") && shared_memory_has_huge_pages();
     if !usable {
         eprintln!("no 2 MiB huge pages for shared memory here: not tested");
     }
     usable
+}
+
+/// Whether the library lays stores out for huge pages here: the kernel has transparent huge
+/// pages for shared memory (the sysfs files exist, shmem's setting is not `deny`) and
+/// `MADV_COLLAPSE` (Linux 6.1).
+pub fn shared_memory_has_huge_pages() -> bool {
+    let dir = "/sys/kernel/mm/transparent_hugepage";
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let mut number = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    let collapse = matches!((number(), number()), (Some(a), Some(b)) if (a, b) >= (6, 1));
+    collapse
+        && std::fs::read_to_string(format!("{dir}/hpage_pmd_size")).is_ok()
+        && std::fs::read_to_string(format!("{dir}/shmem_enabled"))
+            .is_ok_and(|s| !s.contains("[deny]"))
 }
 
 /// A name no other test (or test process) uses.

@@ -76,10 +76,13 @@ pub fn run(args: Args, format: Format) -> Outcome {
             "created store {:?}: capacity {}{}, up to {} objects{}, policy {}, min free memory {}, mode {}",
             args.name,
             fmt::bytes(s.capacity),
-            if s.huge_arena {
-                " (huge-page arena)"
-            } else {
-                ""
+            match (s.huge_arena, args.huge_arena) {
+                (true, _) => " (huge-page arena)",
+                (false, true) => {
+                    " (--huge-arena ignored: it needs a capacity of 64 MiB or more, and Linux \
+                     6.1 or later with huge pages for shared memory)"
+                }
+                (false, false) => "",
             },
             s.max_objects,
             match s.inline_values {

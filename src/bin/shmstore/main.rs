@@ -82,6 +82,7 @@ impl From<Error> for Fail {
         let hint = match &e {
             Error::Foreign { name, .. }
             | Error::NotReady { name, .. }
+            | Error::StillCreating { name, .. }
             | Error::Incompatible { name, .. } => {
                 format!("\n  (from the shell: `shmstore destroy {name}` removes it)")
             }
