@@ -445,9 +445,11 @@ fn commit_with(m: &Mapping, end: u64, huge: Option<u64>) -> Result<bool, Corrupt
     }
     let want = want.min(arena);
     let mut reached = reserve(m, committed, want, huge);
-    if reached < end {
-        // Refused: try again with just what is needed now, in small pages.
-        reached = reserve(m, reached, end.div_ceil(PAGE) * PAGE, None);
+    let need = end.div_ceil(PAGE) * PAGE;
+    if reached < end && (need < want || huge.is_some()) {
+        // Refused: try again with just what is needed now, in small pages (not the very
+        // call that was just refused).
+        reached = reserve(m, reached, need, None);
     }
     if reached >= end {
         // The store is filling: the pages just reserved will be written soon, by this

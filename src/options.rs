@@ -171,14 +171,15 @@ impl Options {
     /// read of an object at a random place takes no page-table walk (one TLB entry covers
     /// 512 small pages). For stores read at random across more memory than the CPU's TLB
     /// reaches (its 1,500-3,000 entries cover 6-12 MiB of small pages): W5's readers of
-    /// 4 KiB objects in a 40 MiB arena made 6-22% more gets/s, W2's gets of 1 MiB objects
-    /// 14% more (see docs/performance.md); W1's 128-byte objects gained nothing.
+    /// 4 KiB objects in a 40 MiB arena made 1-27% more gets/s over ten measurements, W2's
+    /// gets of 1 MiB objects 10-14% more (see docs/performance.md); W1's 128-byte objects
+    /// gained nothing.
     ///
     /// The cost is in filling: each 2 MiB of fresh arena is a huge page the kernel zeroes
     /// when the store first reaches it (with the store's lock held). On a machine whose
     /// free huge pages are backed by the hypervisor only once touched again (VMs that
     /// report free memory to their host, as the one these figures come from does), that
-    /// took 8-10 ms per 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty
+    /// took 7-10 ms per 2 MiB, against 0.7 ms for 2 MiB of small pages: puts into an empty
     /// store were 2.7 (W1) to 3.5 (W2) times as slow. With a huge page at hand it took 0.2
     /// ms. Pages freed and reused keep the huge pages; those given back to the system
     /// (large objects removed beyond the warm reserve) split them for good: nothing

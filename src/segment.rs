@@ -127,10 +127,7 @@ pub fn open(name: &str) -> Result<Mapping> {
         _ => os_err("shm_open", name, e),
     })?;
     let start = Instant::now();
-    // Whether the last look saw the creator's lock free (`unheld_before`), on a segment
-    // unchanged for `OPEN_WAIT` (`free_before`).
-    let mut free_before = false;
-    let mut unheld_before = false;
+    let mut wait = Wait::default();
     loop {
         let info = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?;
         if info.size >= HEADER_SIZE {
@@ -179,37 +176,89 @@ pub fn open(name: &str) -> Result<Mapping> {
                 why: format!("it is only {} bytes long", info.size),
             });
         }
-        // Not ready yet. A creator holds the segment's flock from just after creating the
-        // name until it sets `ready`, however long its reservation takes: a segment whose
-        // lock is free and that has not changed for the whole wait lost its creator, and
-        // waiting again would not help (`ls`, `gc` and `valid` would wait for every such
-        // segment). (The age also covers the moment before a creator takes the lock.) Past
-        // `OPEN_WAIT`, an opener waits on only while the lock shows the creator at work, up
-        // to `CREATOR_WAIT`. The lock must be seen free *before* a look finds `ready` unset
-        // (a creator sets it before it lets go): one more look at once, then.
-        let waited = start.elapsed();
+        // Not ready yet: wait, or give up (see `Wait::look`).
         let unchanged = Duration::from_nanos(os::realtime_ns().saturating_sub(info.changed_ns));
+        match wait.look(start.elapsed(), unchanged, || {
+            !os::flock_held_elsewhere(&fd)
+        }) {
+            Look::Again(pause) => std::thread::sleep(pause),
+            Look::Now => {}
+            Look::NotReady(waited) => {
+                return Err(Error::NotReady {
+                    name: name.to_owned(),
+                    waited,
+                });
+            }
+            Look::StillCreating(waited) => {
+                return Err(Error::StillCreating {
+                    name: name.to_owned(),
+                    waited,
+                });
+            }
+        }
+    }
+}
+
+/// What an opener does after a look that found the segment not ready.
+#[derive(Debug, PartialEq)]
+enum Look {
+    /// Sleep this long, then look again.
+    Again(Duration),
+    /// Look again at once: the lock was just seen free, which must be seen once more.
+    Now,
+    /// Give up: the creator is gone (`NotReady`, with how long it waited or how long the
+    /// segment has been left as it is), or still at work after `CREATOR_WAIT`.
+    NotReady(Duration),
+    StillCreating(Duration),
+}
+
+/// An opener's wait for a segment that is not ready. A creator holds the segment's flock
+/// from just after creating the name until it sets `ready`, however long its reservation
+/// takes: a segment whose lock is free and that has not changed for `OPEN_WAIT` lost its
+/// creator, and waiting would not help (`ls`, `gc` and `valid` would wait for every such
+/// segment). (The age also covers the moment before a creator takes the lock.) Past
+/// `OPEN_WAIT`, an opener waits on only while the lock shows the creator at work, up to
+/// `CREATOR_WAIT`. The lock must be seen free *before* a look finds `ready` unset (a
+/// creator sets it before it lets go): the verdict needs two looks in a row that saw it
+/// free.
+#[derive(Default)]
+struct Wait {
+    /// The last look saw the lock free on a segment unchanged for `OPEN_WAIT`.
+    free_before: bool,
+    /// The last look saw the lock free.
+    unheld_before: bool,
+}
+
+impl Wait {
+    /// After a look that found the segment not ready, `waited` into the wait, the segment
+    /// unchanged for `unchanged`; `lock_free` probes the creator's lock (only when needed).
+    fn look(
+        &mut self,
+        waited: Duration,
+        unchanged: Duration,
+        lock_free: impl FnOnce() -> bool,
+    ) -> Look {
         let probe = unchanged >= OPEN_WAIT || waited >= OPEN_WAIT;
-        let unheld = probe && !os::flock_held_elsewhere(&fd);
+        let unheld = probe && lock_free();
         let free = unchanged >= OPEN_WAIT && unheld;
-        if (free && free_before) || (waited >= OPEN_WAIT && unheld && unheld_before) {
-            return Err(Error::NotReady {
-                name: name.to_owned(),
-                waited: if free { waited.max(unchanged) } else { waited },
-            });
+        if free && self.free_before {
+            return Look::NotReady(waited.max(unchanged));
+        }
+        if waited >= OPEN_WAIT && unheld && self.unheld_before {
+            return Look::NotReady(waited);
         }
         if waited >= CREATOR_WAIT && !unheld {
-            return Err(Error::StillCreating {
-                name: name.to_owned(),
-                waited,
-            });
+            return Look::StillCreating(waited);
         }
-        free_before = free;
-        unheld_before = unheld;
-        if !unheld {
+        self.free_before = free;
+        self.unheld_before = unheld;
+        if unheld {
+            Look::Now
+        } else if waited >= OPEN_WAIT {
             // Past the usual wait, a look every 20 ms: each maps the segment again.
-            let pause = if waited >= OPEN_WAIT { 20 } else { 2 };
-            std::thread::sleep(Duration::from_millis(pause));
+            Look::Again(Duration::from_millis(20))
+        } else {
+            Look::Again(Duration::from_millis(2))
         }
     }
 }
@@ -238,6 +287,61 @@ pub fn list() -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_new_segment_is_waited_for_without_probing_its_lock() {
+        let mut w = Wait::default();
+        let probe = || panic!("the lock of a new segment is probed");
+        assert_eq!(w.look(S, S, probe), Look::Again(Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn an_abandoned_segment_is_reported_after_two_free_looks() {
+        let mut w = Wait::default();
+        assert_eq!(w.look(Duration::ZERO, 10 * S, || true), Look::Now);
+        assert_eq!(
+            w.look(Duration::ZERO, 10 * S, || true),
+            Look::NotReady(10 * S),
+            "how long it has been left, not how long this call waited"
+        );
+        // A creator that finished between the two looks was seen ready by the second
+        // (`open` returns before asking); one that took the lock in between is waited for.
+        let mut w = Wait::default();
+        assert_eq!(w.look(Duration::ZERO, 10 * S, || true), Look::Now);
+        assert!(matches!(
+            w.look(Duration::ZERO, 10 * S, || false),
+            Look::Again(_)
+        ));
+    }
+
+    #[test]
+    fn a_creator_at_work_is_waited_for_until_creator_wait() {
+        let mut w = Wait::default();
+        assert_eq!(
+            w.look(4 * S, S, || false),
+            Look::Again(Duration::from_millis(20))
+        );
+        assert_eq!(
+            w.look(29 * S, 40 * S, || false),
+            Look::Again(Duration::from_millis(20))
+        );
+        assert_eq!(
+            w.look(CREATOR_WAIT, 40 * S, || false),
+            Look::StillCreating(CREATOR_WAIT)
+        );
+        // Its lock seen free past OPEN_WAIT, twice in a row: it died.
+        let mut w = Wait::default();
+        assert_eq!(w.look(4 * S, S, || true), Look::Now);
+        assert_eq!(w.look(4 * S, S, || true), Look::NotReady(4 * S));
+        // Once free, then held again (another opener's probe, or a creator that had not
+        // taken it yet): waited for.
+        let mut w = Wait::default();
+        assert_eq!(w.look(4 * S, S, || true), Look::Now);
+        assert!(matches!(w.look(4 * S, S, || false), Look::Again(_)));
+        assert!(matches!(w.look(5 * S, S, || true), Look::Now));
+    }
 
     #[test]
     fn names_are_checked() {

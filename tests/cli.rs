@@ -224,7 +224,7 @@ fn create_text_and_json() {
     // shared memory), and not on a small store.
     let h = Name::new("create-huge");
     let out = ok(&["create", h.as_str(), "--capacity", "64MiB", "--huge-arena"]);
-    let applies = common::shared_memory_has_huge_pages();
+    let applies = common::huge_pages_are_2_mib();
     assert_eq!(
         out.contains("capacity 64 MiB (huge-page arena)"),
         applies,

@@ -15,7 +15,7 @@ use crate::peers::python::Python;
 use crate::peers::redis::RedisServer;
 use crate::report::{Report, Unit};
 use crate::sizes::Sizes;
-use crate::systems::{Selection, System};
+use crate::systems::{Opened, Selection, System};
 
 /// Workers time one operation in this many (two clock reads each), for the p99 figures.
 pub const SAMPLE_EVERY: u64 = 16;
@@ -77,6 +77,20 @@ impl Ctx<'_> {
                 }
             }
             Err(e) => self.check(false, || e),
+        }
+    }
+
+    /// Notes under the table when the `shmstore huge arena` row's store of `workload` could
+    /// not have its arena on huge pages (a store under 64 MiB, as in the smoke run, or a
+    /// kernel without them): that row is then a plain store.
+    pub fn note_huge_arena(&mut self, workload: &str, s: System, opened: &Opened) {
+        if let (System::ShmHuge, Opened::Shm(t, _)) = (s, opened)
+            && !t.store.options().huge_arena
+        {
+            self.report.note(format!(
+                "{workload}: huge_arena does not apply to this store (under 64 MiB, or no huge \
+                 pages for shared memory here): its 'shmstore huge arena' row is a plain store"
+            ));
         }
     }
 

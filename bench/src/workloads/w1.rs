@@ -33,6 +33,7 @@ pub fn run(ctx: &mut Ctx) {
     for s in ctx.systems(&System::ALL) {
         progress(&format!("W1 {}", s.label()));
         let mut opened = Opened::new(s, "w1", capacity, n, ctx.redis);
+        ctx.note_huge_arena("W1", s, &opened);
         // Anomalies and how often each happened.
         let mut bad: Vec<(&str, usize)> = Vec::new();
         let figures = opened.with_kv(|kv| {

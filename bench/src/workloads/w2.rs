@@ -31,6 +31,7 @@ pub fn run(ctx: &mut Ctx) {
     for s in ctx.systems(&systems) {
         progress(&format!("W2 {}", s.label()));
         let mut opened = Opened::new(s, "w2", capacity, n, ctx.redis);
+        ctx.note_huge_arena("W2", s, &opened);
         let mut ok = true;
         let (put, get, over, faults) = opened.with_kv(|kv| {
             let put = rate(n, |i| ok &= kv.put(&names[i], &first));

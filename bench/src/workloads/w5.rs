@@ -32,6 +32,7 @@ pub fn run(ctx: &mut Ctx) {
             n,
             ctx.redis,
         );
+        ctx.note_huge_arena("W5", s, &opened);
         opened.with_kv(|kv| super::w3::fill(kv, n, len));
         let task = Task {
             job: Job::Read { keys: n },

@@ -33,7 +33,7 @@ pub struct Args {
     inline_values: u32,
     /// Commit the arena in 2 MiB huge pages as the store fills: faster random reads across a
     /// large arena, slower filling of fresh memory (on VMs that give free memory back to
-    /// their host, 8-10 ms per 2 MiB). Arenas of 64 MiB or more, where the kernel has huge
+    /// their host, 7-10 ms per 2 MiB). Arenas of 64 MiB or more, where the kernel has huge
     /// pages for shared memory (ignored otherwise).
     #[arg(long)]
     huge_arena: bool,

@@ -82,10 +82,13 @@ impl From<Error> for Fail {
         let hint = match &e {
             Error::Foreign { name, .. }
             | Error::NotReady { name, .. }
-            | Error::StillCreating { name, .. }
             | Error::Incompatible { name, .. } => {
                 format!("\n  (from the shell: `shmstore destroy {name}` removes it)")
             }
+            Error::StillCreating { name, .. } => format!(
+                "\n  (from the shell, only if its creator is stuck: `shmstore destroy {name}` \
+                 removes it)"
+            ),
             Error::AlreadyExists(name) => format!(
                 "\n  (from the shell: `shmstore stat {name}` shows it, `shmstore destroy {name}` \
                  removes it)"
