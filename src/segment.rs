@@ -223,34 +223,29 @@ enum Look {
 /// free.
 #[derive(Default)]
 struct Wait {
-    /// The last look saw the lock free on a segment unchanged for `OPEN_WAIT`.
-    free_before: bool,
     /// The last look saw the lock free.
     unheld_before: bool,
 }
 
 impl Wait {
     /// After a look that found the segment not ready, `waited` into the wait, the segment
-    /// unchanged for `unchanged`; `lock_free` probes the creator's lock (only when needed).
+    /// unchanged for `unchanged`; `lock_free` probes the creator's lock (only when needed:
+    /// a new segment's creator may not have taken it yet).
     fn look(
         &mut self,
         waited: Duration,
         unchanged: Duration,
         lock_free: impl FnOnce() -> bool,
     ) -> Look {
-        let probe = unchanged >= OPEN_WAIT || waited >= OPEN_WAIT;
-        let unheld = probe && lock_free();
-        let free = unchanged >= OPEN_WAIT && unheld;
-        if free && self.free_before {
-            return Look::NotReady(waited.max(unchanged));
-        }
-        if waited >= OPEN_WAIT && unheld && self.unheld_before {
-            return Look::NotReady(waited);
+        let old = unchanged >= OPEN_WAIT;
+        let unheld = (old || waited >= OPEN_WAIT) && lock_free();
+        if unheld && self.unheld_before {
+            // An abandoned segment: for how long it has been left as it is.
+            return Look::NotReady(if old { waited.max(unchanged) } else { waited });
         }
         if waited >= CREATOR_WAIT && !unheld {
             return Look::StillCreating(waited);
         }
-        self.free_before = free;
         self.unheld_before = unheld;
         if unheld {
             Look::Now
