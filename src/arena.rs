@@ -436,7 +436,7 @@ fn commit_with(m: &Mapping, end: u64, huge: Option<u64>) -> Result<bool, Corrupt
     if committed > arena || end > arena {
         return Err(corrupt!("committed bytes {committed} are past the arena"));
     }
-    let step = commit_step(m);
+    let step = step_for(arena);
     let mut want = end.max(committed + step).div_ceil(PAGE) * PAGE;
     if let Some(huge) = huge {
         // End the step on a huge page of the file, so that steps cover whole ones.
@@ -464,12 +464,9 @@ fn commit_with(m: &Mapping, end: u64, huge: Option<u64>) -> Result<bool, Corrupt
     Ok(reached >= end)
 }
 
-/// How much memory a filling arena commits at a time: 1/32 of it, at most 4 MiB, so that a
-/// filling store makes few system calls but a large empty one holds little memory.
-fn commit_step(m: &Mapping) -> u64 {
-    step_for(m.geo().arena_len)
-}
-
+/// How much memory a filling arena of `arena_len` bytes commits at a time: 1/32 of it, at
+/// most 4 MiB, so that a filling store makes few system calls but a large empty one holds
+/// little memory.
 fn step_for(arena_len: u64) -> u64 {
     (arena_len / 32).clamp(PAGE, 4 << 20)
 }
@@ -512,7 +509,7 @@ fn reserve(m: &Mapping, from: u64, to: u64, huge: Option<u64>) -> u64 {
         // The end of the huge page of the file that `at` lies in, as an arena offset.
         let page_end = ((off + at) / huge + 1) * huge - off;
         if (off + at).is_multiple_of(huge) && page_end <= to {
-            match m.reserve_huge(at) {
+            match m.reserve_huge(at, huge) {
                 Ok(true) => {
                     at = page_end;
                     continue;

@@ -198,8 +198,8 @@ impl Mapping {
         let _ = self.map.populate_write(at, len);
     }
 
-    /// Reserves the arena's bytes `[off, off + huge_page())` (a huge page of the file:
-    /// `arena_off + off` is a multiple of it) as one huge page: reserves its first small page,
+    /// Reserves the arena's bytes `[off, off + huge)` (a huge page of the file, of the
+    /// kernel's size `huge`: `arena_off + off` is a multiple of it) as one huge page: reserves its first small page,
     /// then has the kernel collapse the range (`MADV_COLLAPSE` fills the rest with zeroes, on
     /// a huge page it takes now; on a range with no page reserved it refuses). Every process
     /// mapping the file at an aligned address then reaches the whole range through one TLB
@@ -209,14 +209,13 @@ impl Mapping {
     /// it) or was refused less than a second ago, and always for a mapping not aligned to
     /// huge pages: the caller reserves small pages instead. An error only if the first page
     /// could not be reserved (/dev/shm or memory full).
-    pub fn reserve_huge(&self, off: u64) -> std::io::Result<bool> {
+    pub fn reserve_huge(&self, off: u64, huge: u64) -> std::io::Result<bool> {
         let now = crate::os::monotonic_ns();
         if now < self.huge_arena_after.load(Relaxed) {
             return Ok(false);
         }
-        let huge = huge_page();
         let at = self.geo.arena_off + off;
-        let Ok(at_usize) = usize::try_from(at) else {
+        let (Ok(at_usize), Ok(huge)) = (usize::try_from(at), usize::try_from(huge)) else {
             return Ok(false);
         };
         if !(self.map.ptr() as usize).is_multiple_of(huge) {
