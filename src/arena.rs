@@ -14,9 +14,7 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use crate::error::{Corruption, corrupt};
-use crate::layout::{
-    BLOCK_HEADER, Block, FLAG_HUGE_ARENA, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING,
-};
+use crate::layout::{BLOCK_HEADER, Block, FREE, MIN_BLOCK_UNITS, NIL, PAGE, UNIT, WRITING};
 use crate::lock::Locked;
 use crate::mapping::Mapping;
 use crate::os;
@@ -483,7 +481,7 @@ pub fn huge_step_for(arena_len: u64) -> Option<u64> {
 /// The huge page size to commit this arena in, if its store was made with
 /// `Options::huge_arena` (see [`huge_step_for`]).
 fn huge_steps(m: &Mapping) -> Option<u64> {
-    if m.header().flags.load(Relaxed) & FLAG_HUGE_ARENA == 0 {
+    if !m.header().huge_arena() {
         return None;
     }
     huge_step_for(m.geo().arena_len)

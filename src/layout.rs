@@ -215,6 +215,13 @@ pub struct Header {
     pub lanes: [[ReadLane; LANES]; ATTACH_SLOTS],
 }
 
+impl Header {
+    /// Whether the store was made with `Options::huge_arena` where it applies (`flags` bit 0).
+    pub fn huge_arena(&self) -> bool {
+        self.flags.load(std::sync::atomic::Ordering::Relaxed) & FLAG_HUGE_ARENA != 0
+    }
+}
+
 /// An intent record for a slide, the one mutation whose copy overwrites its own source.
 #[repr(C)]
 pub struct SlideJournal {

@@ -91,7 +91,7 @@ impl Stats {
             memory_bytes: crate::os::allocated_bytes(m.fd()).unwrap_or(0),
             max_objects: m.geo().max_live(),
             inline_values: m.geo().inline_values(),
-            huge_arena: h.flags.load(Relaxed) & crate::layout::FLAG_HUGE_ARENA != 0,
+            huge_arena: h.huge_arena(),
             hits: reads.hits,
             misses: reads.misses,
             locked_reads: reads.locked_reads,

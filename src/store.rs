@@ -235,7 +235,7 @@ impl Store {
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
             inline_values: m.geo().inline_values() as u32,
-            huge_arena: h.flags.load(Relaxed) & FLAG_HUGE_ARENA != 0,
+            huge_arena: h.huge_arena(),
         };
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
             || !crate::options::lock_timeout_ok(options.lock_timeout)
