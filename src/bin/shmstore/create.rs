@@ -75,14 +75,12 @@ pub fn run(args: Args, format: Format) -> Outcome {
         Format::Text => fmt::line(format!(
             "created store {:?}: capacity {}{}, up to {} objects{}, policy {}, min free memory {}, mode {}",
             args.name,
-            fmt::bytes(s.capacity),
-            match (s.huge_arena, args.huge_arena) {
-                (true, _) => " (huge-page arena)",
-                (false, true) => {
-                    " (--huge-arena ignored: it needs a capacity of 64 MiB or more, and Linux \
-                     6.1 or later with huge pages for shared memory)"
-                }
-                (false, false) => "",
+            fmt::capacity(&s),
+            if args.huge_arena && !s.huge_arena {
+                " (--huge-arena ignored: it needs a capacity of 64 MiB or more, and Linux 6.1 \
+                 or later with huge pages for shared memory)"
+            } else {
+                ""
             },
             s.max_objects,
             match s.inline_values {

@@ -4,6 +4,17 @@ use std::io::Write;
 
 use serde_json::Value;
 
+/// A store's capacity as `create` and `stat` show it: `"64 MiB"`, with
+/// `" (huge-page arena)"` when its arena is committed in huge pages.
+pub fn capacity(s: &shmstore::Stats) -> String {
+    let huge = if s.huge_arena {
+        " (huge-page arena)"
+    } else {
+        ""
+    };
+    format!("{}{huge}", bytes(s.capacity))
+}
+
 /// `1536` → `"1.5 KiB"`; whole numbers lose the `.0` (`"64 MiB"`).
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

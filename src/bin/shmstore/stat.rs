@@ -78,18 +78,7 @@ fn text(
     let open_by = others(&s.processes);
     let mut rows = vec![
         ("store", name.to_string()),
-        (
-            "capacity",
-            format!(
-                "{}{}",
-                fmt::bytes(s.capacity),
-                if s.huge_arena {
-                    " (huge-page arena)"
-                } else {
-                    ""
-                }
-            ),
-        ),
+        ("capacity", fmt::capacity(s)),
         (
             "used",
             format!("{} ({})", fmt::bytes(s.used_bytes), pct(s.used_bytes)),
