@@ -65,6 +65,19 @@ fn small_value(i: usize) -> Vec<u8> {
     vec![i as u8; 64]
 }
 
+/// Runs child test `test_fn` (role `role`) on store `name`, telling it that the creator
+/// maps `creator_kib` KiB of the store on huge pages; it must succeed and say it checked.
+fn run_opener(test_fn: &str, role: &str, name: &str, creator_kib: u64) {
+    let env = [("SHMSTORE_TEST_HUGE_KIB", creator_kib.to_string())];
+    let mut kid = ChildProc::spawn(test_fn, role, name, &env, true);
+    kid.expect_success(WATCHDOG);
+    let out = kid.output();
+    assert!(
+        out.contains("opener checked"),
+        "the child did not run its checks:\n{out}"
+    );
+}
+
 /// In an opener child: its mapping of the store holds on huge pages as much as the
 /// creator's did (passed in `SHMSTORE_TEST_HUGE_KIB`), up to `up_to_kib` KiB.
 fn opener_checks(up_to_kib: u64) {
@@ -93,14 +106,7 @@ fn creator_and_opener_map_the_index_and_records_on_huge_pages() {
     }
     let s = store_with_records();
     let creator = creator_got(&s.name, 4 * HUGE_KIB);
-    let env = [("SHMSTORE_TEST_HUGE_KIB", creator.to_string())];
-    let mut kid = ChildProc::spawn("huge_opener_child", "huge-opener", &s.name, &env, true);
-    kid.expect_success(WATCHDOG);
-    let out = kid.output();
-    assert!(
-        out.contains("opener checked"),
-        "the child did not run its checks:\n{out}"
-    );
+    run_opener("huge_opener_child", "huge-opener", &s.name, creator);
     // Nothing was lost or changed by the move to huge pages.
     read_back(&s, OBJECTS, small_value);
     s.check().unwrap();
@@ -186,19 +192,11 @@ fn a_huge_arena_store_fills_its_arena_with_huge_pages() {
     assert!(Store::open(&s.name).unwrap().options().huge_arena);
     fill(&s, BIG_OBJECTS, big_value);
     let creator = creator_got(&s.name, HUGE_KIB + ARENA_HUGE_KIB);
-    let env = [("SHMSTORE_TEST_HUGE_KIB", creator.to_string())];
-    let mut kid = ChildProc::spawn(
+    run_opener(
         "huge_arena_opener_child",
         "huge-arena-opener",
         &s.name,
-        &env,
-        true,
-    );
-    kid.expect_success(WATCHDOG);
-    let out = kid.output();
-    assert!(
-        out.contains("opener checked"),
-        "the child did not run its checks:\n{out}"
+        creator,
     );
     read_back(&s, BIG_OBJECTS, big_value);
     s.check().unwrap();
