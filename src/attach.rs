@@ -15,11 +15,12 @@
 //! nowhere to announce a read in flight).
 
 use std::cell::Cell;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::{AttachSlot, Header, LANES, ReadLane};
+use crate::layout::{ATTACH_LOCK_BASE, AttachSlot, Header, LANES, ReadLane};
 use crate::mapping::Mapping;
 use crate::os;
 
@@ -34,19 +35,38 @@ pub fn my_owner() -> u64 {
 }
 
 /// Claims a slot for this process, whose owner word is `me` ([`my_owner`]); `None` when
-/// the table is full even after pruning.
-pub fn register(m: &Mapping, me: u64) -> Option<usize> {
+/// the table is full even after pruning. With `lock` (a descriptor of the segment whose open
+/// file description is this process's alone), the slot's byte is locked on it first
+/// ([`ATTACH_LOCK_BASE`] + slot), so that any process can tell this one's death from the
+/// lock's release; without, or if the lock cannot be taken, only the pid tells.
+pub fn register(m: &Mapping, me: u64, lock: Option<&OwnedFd>) -> Option<usize> {
     let start = os::process_start_time(me as u32).unwrap_or(0);
     for round in 0..2 {
         for (i, slot) in m.header().attach.iter().enumerate() {
+            if slot.owner.load(Relaxed) != 0 {
+                continue;
+            }
+            // The lock before the owner word: whoever sees this process's word in the slot
+            // also finds the lock held. A byte held elsewhere is a slot being claimed, or
+            // one whose owner's description lives on in a forked child: left to them.
+            let locked = match lock.map(|fd| os::ofd_try_lock(fd, lock_byte(i))) {
+                Some(Ok(false)) => continue,
+                Some(Ok(true)) => true,
+                Some(Err(_)) | None => false,
+            };
             if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
                 slot.start.store(start, Release);
+                slot.liveness
+                    .store(if locked { new_token(me, start) } else { 0 }, Release);
                 // A process that died mid-read left its counts; this one has no read in
                 // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
                 for l in &m.header().lanes[i] {
                     l.reading.store(0, Relaxed);
                 }
                 return Some(i);
+            }
+            if let (true, Some(fd)) = (locked, lock) {
+                let _ = os::ofd_unlock(fd, lock_byte(i));
             }
         }
         if round == 0 {
@@ -66,16 +86,39 @@ pub fn register(m: &Mapping, me: u64) -> Option<usize> {
     None
 }
 
-/// Clears the slot this process claimed. The pid is asked of the kernel, not the cached
-/// one: a child made by a raw fork (no `pthread_atfork` handlers run) caches its parent's,
-/// and must not clear the parent's slot when it drops an inherited handle (the parent's
-/// reads in flight would no longer be seen).
-pub fn deregister(m: &Mapping, slot: usize) {
+/// A slot's `liveness` token for a registration of `me` started at `start`: never 0, and
+/// (a 64-bit hash of the owner, its start time, a count of this process's registrations
+/// and the time) not used twice, so that a judge's compare-and-swap from a dead owner's
+/// token cannot free a slot claimed again meanwhile.
+fn new_token(me: u64, start: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    for word in [me, start, COUNT.fetch_add(1, Relaxed), os::monotonic_ns()] {
+        h.write_u64(word);
+    }
+    h.finish() | 1
+}
+
+/// The byte of the segment file whose lock the owner of attach slot `i` holds.
+pub fn lock_byte(i: usize) -> u64 {
+    ATTACH_LOCK_BASE + i as u64
+}
+
+/// Clears the slot this process claimed, and releases its lock on `lock` (the descriptor it
+/// was taken through). The pid is asked of the kernel, not the cached one: a child made by
+/// a raw fork (no `pthread_atfork` handlers run) caches its parent's, and must not clear the
+/// parent's slot when it drops an inherited handle (the parent's reads in flight would no
+/// longer be seen).
+pub fn deregister(m: &Mapping, slot: usize, lock: Option<&OwnedFd>) {
     let me = owner(std::process::id(), os::pid_namespace().id);
     if let Some(s) = m.header().attach.get(slot)
         && s.owner.load(Acquire) == me
     {
         release(s, me, s.start.load(Acquire));
+        if let Some(fd) = lock {
+            let _ = os::ofd_unlock(fd, lock_byte(slot));
+        }
     }
 }
 
@@ -96,6 +139,9 @@ fn release(s: &AttachSlot, word: u64, start: u64) {
     } else {
         s.start.store(0, Release);
     }
+    // Before the owner word, so a free slot never shows an earlier owner's word; clearing a
+    // later owner's by mistake only leaves it judged by its pid (the safe side).
+    s.liveness.store(0, Release);
     let _ = s.owner.compare_exchange(word, 0, AcqRel, Relaxed);
 }
 
@@ -112,23 +158,72 @@ fn alive(pid: u32, start: u64) -> bool {
 
 /// Clears the slots of processes that no longer exist.
 fn prune(m: &Mapping) {
+    let judge = Judge::new(m);
     for i in 0..m.header().attach.len() {
-        prune_slot(m, i);
+        judge.prune_slot(m, i);
     }
 }
 
-/// Clears slot `i` if its process no longer exists (for a reader that died mid-read, whose
-/// count of reads in flight would otherwise keep pages from being given back).
-pub fn prune_slot(m: &Mapping, i: usize) {
-    let Some(slot) = m.header().attach.get(i) else {
-        return;
-    };
-    let word = slot.owner.load(Acquire);
-    let start = slot.start.load(Acquire);
-    // The owner again: `start` is then this owner's (or 0 while it claims or releases),
-    // never the next owner's.
-    if slot.owner.load(Acquire) == word && owner_dead(word, start) {
-        release(slot, word, start);
+/// Clears those of the slots `which` picks whose process no longer exists (a writer that
+/// found their reads in flight: a reader that died mid-read would otherwise keep pages
+/// from being given back).
+pub fn prune_slots(m: &Mapping, which: impl Fn(usize) -> bool) {
+    let judge = Judge::new(m);
+    for i in (0..m.header().attach.len()).filter(|&i| which(i)) {
+        judge.prune_slot(m, i);
+    }
+}
+
+/// What a process asks to tell whether a slot's owner is gone: its pid (in its own pid
+/// namespace), and the slot's lock, through an open file description of the segment that
+/// holds no lock of its own (so that every holder's lock shows, this process's included).
+struct Judge {
+    probe: Option<OwnedFd>,
+}
+
+impl Judge {
+    fn new(m: &Mapping) -> Judge {
+        Judge {
+            probe: os::reopen(m.fd()).ok(),
+        }
+    }
+
+    /// Whether slot `i`'s lock is free (`None`: cannot tell).
+    fn lock_free(&self, i: usize) -> Option<bool> {
+        let probe = self.probe.as_ref()?;
+        os::ofd_locked_elsewhere(probe, lock_byte(i))
+            .ok()
+            .map(|held| !held)
+    }
+
+    /// Clears slot `i` if its owner is gone.
+    fn prune_slot(&self, m: &Mapping, i: usize) {
+        let Some(slot) = m.header().attach.get(i) else {
+            return;
+        };
+        let word = slot.owner.load(Acquire);
+        let start = slot.start.load(Acquire);
+        let token = slot.liveness.load(Acquire);
+        // The owner again: `start` and `token` are then this owner's (or 0 while it claims
+        // or releases), never the next owner's.
+        if word == 0 || slot.owner.load(Acquire) != word {
+            return;
+        }
+        // By its pid in this namespace; else by its lock, which is taken before the token
+        // is stored and released after it is cleared, so a token still in place with the
+        // lock free is a dead owner's. The compare-and-swap from the token read is what
+        // decides: a token is never used twice, so a slot freed and claimed again meanwhile
+        // is left alone.
+        let gone = owner_dead(word, start)
+            || (token != 0
+                && self.lock_free(i) == Some(true)
+                && slot
+                    .liveness
+                    .compare_exchange(token, 0, AcqRel, Relaxed)
+                    .is_ok());
+        if gone {
+            release(slot, word, start);
+        }
     }
 }
 
@@ -274,6 +369,7 @@ mod tests {
         AttachSlot {
             owner: AtomicU64::new(word),
             start: AtomicU64::new(start),
+            liveness: AtomicU64::new(0),
             _reserved: Default::default(),
         }
     }

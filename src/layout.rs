@@ -20,7 +20,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 
@@ -99,8 +99,17 @@ pub struct AttachSlot {
     pub owner: AtomicU64,
     /// The process's start time (clock ticks since boot), so a reused pid is not mistaken.
     pub start: AtomicU64,
-    pub _reserved: [AtomicU64; 6],
+    /// A token, never used twice, while the owner holds the open file description lock on
+    /// byte [`ATTACH_LOCK_BASE`] + slot of the segment file, by which any process, of any pid
+    /// namespace, can tell whether the owner still lives; 0 when it does not (then only its
+    /// pid tells) and in a free slot.
+    pub liveness: AtomicU64,
+    pub _reserved: [AtomicU64; 5],
 }
+
+/// Byte of the segment file (far beyond its end) whose lock, plus the slot number, the owner
+/// of an attach slot holds (`attach.rs`).
+pub const ATTACH_LOCK_BASE: u64 = 1 << 62;
 
 impl AttachSlot {
     /// The owner's pid (0: free).

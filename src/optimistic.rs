@@ -250,11 +250,7 @@ pub fn quiet(l: &Locked) -> bool {
             std::thread::yield_now();
         }
     }
-    for i in 0..h.attach.len() {
-        if busy(i) {
-            attach::prune_slot(l, i);
-        }
-    }
+    attach::prune_slots(l, busy);
     !(0..h.attach.len()).any(busy)
 }
 

@@ -3,7 +3,7 @@
 //! Nothing else in the crate calls `libc` directly. Wrappers return `io::Result` and leave
 //! naming the store to the caller.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -112,6 +112,75 @@ pub fn flock_held_elsewhere(fd: &OwnedFd) -> bool {
         }
         Err(_) => true,
     }
+}
+
+/// An open file description lock (`F_OFD_*`) on the single byte `byte` of the file (beyond
+/// its end, so it guards no data): `F_WRLCK` to take, `F_UNLCK` to release.
+fn ofd_lock(kind: libc::c_int, byte: u64) -> libc::flock {
+    // SAFETY: `flock` is plain integers, for which all zeros is valid (`l_pid` must be 0).
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l.l_start = byte as libc::off_t;
+    l.l_len = 1;
+    l
+}
+
+/// Takes the open-file-description lock on `byte` of `fd`'s file without waiting: `Ok(true)`
+/// when taken (or already held by this description), `Ok(false)` when another description
+/// holds it. The kernel releases it when the last descriptor of the description is closed,
+/// which is how a dead process's attach slot is told from a live one in any pid namespace.
+pub fn ofd_try_lock(fd: &OwnedFd, byte: u64) -> io::Result<bool> {
+    let l = ofd_lock(libc::F_WRLCK, byte);
+    loop {
+        // SAFETY: `fd` is open; `l` is a valid `flock` that outlives the call.
+        match check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &l) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Releases this description's lock on `byte` (a no-op if it holds none).
+pub fn ofd_unlock(fd: &OwnedFd, byte: u64) -> io::Result<()> {
+    let l = ofd_lock(libc::F_UNLCK, byte);
+    // SAFETY: `fd` is open; `l` is a valid `flock` that outlives the call.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &l) }).map(|_| ())
+}
+
+/// Whether a description other than `fd`'s holds a lock on `byte` (`F_OFD_GETLK`). Its
+/// own locks never count, so to ask about every process, ask through a description that
+/// holds none ([`reopen`]).
+pub fn ofd_locked_elsewhere(fd: &OwnedFd, byte: u64) -> io::Result<bool> {
+    let mut l = ofd_lock(libc::F_WRLCK, byte);
+    // SAFETY: `fd` is open; the kernel writes the answer into `l`, which outlives the call.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut l) })?;
+    Ok(l.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// A new open file description of `fd`'s file (through `/proc/self/fd`, which works for
+/// a file whose name was removed), read-write, close-on-exec.
+pub fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let raw = check(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Makes `fd` (same number) refer to a new open file description of its file, this
+/// process's alone: in a forked child, whose descriptors share their descriptions (and the
+/// locks those hold) with the parent.
+pub fn own_description(fd: &OwnedFd) -> io::Result<()> {
+    let fresh = reopen(fd)?;
+    // SAFETY: both descriptors are open; `dup3` atomically makes `fd`'s number refer to
+    // `fresh`'s description (the number stays owned by `fd`), and `fresh` is closed after.
+    check(unsafe { libc::dup3(fresh.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) }).map(|_| ())
 }
 
 /// Commits memory for `[off, off + len)` so that later writes cannot SIGBUS; `ENOSPC` when

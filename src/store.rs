@@ -54,6 +54,10 @@ struct Inner {
     /// When (monotonic ns) this handle last found the attach table full, so that it tries
     /// again now and then ([`REGISTER_RETRY_NS`]) rather than never or on every operation.
     full_at: AtomicU64,
+    /// The fork generation in which the mapping's descriptor got an open file description of
+    /// this process's own (at open; a forked child shares its parent's until it registers),
+    /// through which its attach slot's lock is taken.
+    own_fd_gen: AtomicU64,
 }
 
 /// How often a handle that found the attach table full tries to register again: it reads
@@ -94,11 +98,34 @@ impl Inner {
             .then_some(Some(slot))
     }
 
+    /// The mapping's descriptor if its open file description is this process's alone, as
+    /// the attach slot's lock must be (a lock on a description a forked child shares would
+    /// outlive this process); in a forked child, first given a description of its own.
+    /// `None` if it cannot be (no `/proc`): the slot is then judged by its pid alone.
+    fn lock_fd(&self, generation: u64) -> Option<&std::os::fd::OwnedFd> {
+        if self.own_fd_gen.load(Acquire) != generation {
+            crate::os::own_description(self.m.fd()).ok()?;
+            self.own_fd_gen.store(generation, Release);
+        }
+        Some(self.m.fd())
+    }
+
     /// Claims a slot of the attach table for this process (`NO_SLOT` if it is full).
     fn register(&self) -> usize {
         let generation = crate::os::fork_generation();
         let me = attach::my_owner();
-        let slot = attach::register(&self.m, me).unwrap_or(NO_SLOT);
+        let lock = self.lock_fd(generation);
+        // The lock of a slot this process held and lost (pruned, or scribbled over): let go
+        // of it, or the slot could not be claimed again while this process lives.
+        let old = self.attach_slot.load(Relaxed);
+        if let (true, false, Some(fd)) = (
+            self.attach_gen.load(Relaxed) == generation,
+            old == NO_SLOT,
+            lock,
+        ) {
+            let _ = crate::os::ofd_unlock(fd, attach::lock_byte(old));
+        }
+        let slot = attach::register(&self.m, me, lock).unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
             self.full_at.store(crate::os::monotonic_ns(), Relaxed);
         }
@@ -123,8 +150,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let slot = self.attach_slot.load(Relaxed);
         if slot != NO_SLOT {
-            // Clears the slot only if this process owns it (not in a forked child).
-            attach::deregister(&self.m, slot);
+            // Clears the slot only if this process owns it (not in a forked child), and
+            // lets go of its lock if the description is this process's.
+            let own = self.own_fd_gen.load(Acquire) == crate::os::fork_generation();
+            attach::deregister(&self.m, slot, own.then(|| self.m.fd()));
         }
     }
 }
@@ -277,6 +306,7 @@ impl Store {
             attach_owner: AtomicU64::new(0),
             registering: AtomicU64::new(0),
             full_at: AtomicU64::new(0),
+            own_fd_gen: AtomicU64::new(crate::os::fork_generation()),
         };
         let _ = inner.register();
         Store {
@@ -1172,6 +1202,87 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_of_another_pid_namespace_is_judged_by_its_slot_lock() {
+        let t = Temp::new("otherns-lock");
+        let s = &t.0;
+        let (empty, full) = fill(s);
+        // A process of another pid namespace mid-read, holding its slot's lock through an
+        // open file description of its own (here: one this process opens for it).
+        let here = crate::os::pid_namespace().id;
+        let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
+        let (i, slot, pid) = reader_gone_mid_read(s, elsewhere, 2);
+        let its_fd = crate::os::reopen(s.inner.m.fd()).unwrap();
+        assert!(crate::os::ofd_try_lock(&its_fd, attach::lock_byte(i)).unwrap());
+        slot.liveness.store(0x5eed_0001, Relaxed);
+        // Alive as long as the lock is held: its read keeps the pages.
+        for i in 0..16u8 {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert!(
+            memory(s) >= full - (1 << 20),
+            "pages went back under a read in flight of a process whose lock is held"
+        );
+        assert!(
+            s.processes().contains(&pid),
+            "pruned while its lock is held"
+        );
+        // It dies: the kernel closes its descriptors, and the lock goes with them. The next
+        // removal that would give pages back prunes its slot.
+        drop(its_fd);
+        let (_, refilled) = fill(s);
+        assert!(refilled >= full - (1 << 20));
+        for i in 0..16u8 {
+            assert!(s.remove(&format!("big{i}")).unwrap());
+        }
+        assert_eq!(slot.pid(), 0, "the dead reader's slot {i}");
+        assert_eq!(slot.liveness.load(Relaxed), 0);
+        let after = memory(s);
+        assert!(
+            after <= empty + (2 << 20),
+            "all removed, memory went {full} -> {after} (empty: {empty})"
+        );
+    }
+
+    #[test]
+    fn a_handle_holds_its_slot_lock_until_dropped_or_the_slot_is_lost() {
+        let t = Temp::new("slotlock");
+        let s = &t.0;
+        let probe = crate::os::reopen(s.inner.m.fd()).unwrap();
+        let locked = |i: usize| crate::os::ofd_locked_elsewhere(&probe, attach::lock_byte(i));
+        let other = Store::open(s.name()).unwrap();
+        let i = other.inner.attach_slot.load(Relaxed);
+        let slot = &s.inner.m.header().attach[i];
+        let token = slot.liveness.load(Relaxed);
+        assert_ne!(token, 0, "registered without a token");
+        assert!(locked(i).unwrap());
+        // Its slot taken from it (as if pruned and claimed by a process of another pid
+        // namespace): it registers again on its next operation, in another slot, with a new
+        // token, and lets go of the old slot's lock.
+        let here = crate::os::pid_namespace().id;
+        let stranger = attach::owner(12345, here.map(|n| n.wrapping_add(1).max(1)));
+        slot.liveness.store(0, Relaxed);
+        slot.start.store(0, Relaxed);
+        slot.owner.store(stranger, Relaxed);
+        assert!(other.has("k").is_ok());
+        let j = other.inner.attach_slot.load(Relaxed);
+        assert_ne!(j, i);
+        let again = s.inner.m.header().attach[j].liveness.load(Relaxed);
+        assert!(
+            again != 0 && again != token,
+            "token {token:#x} then {again:#x}"
+        );
+        assert!(locked(j).unwrap());
+        assert!(!locked(i).unwrap(), "the lost slot's lock is still held");
+        slot.owner.store(0, Relaxed);
+        drop(other);
+        assert!(
+            !locked(j).unwrap(),
+            "a dropped handle keeps its slot's lock"
+        );
+        assert_eq!(s.inner.m.header().attach[j].liveness.load(Relaxed), 0);
+    }
+
+    #[test]
     fn a_freed_slot_keeps_no_start_time_so_a_claimer_is_judged_by_its_pid() {
         let t = Temp::new("claim");
         let s = &t.0;
@@ -1205,7 +1316,7 @@ mod tests {
         for round in 0..20 {
             // As if another process had pruned this one's slot.
             let slot = s.inner.attach_slot.load(Relaxed);
-            attach::deregister(&s.inner.m, slot);
+            attach::deregister(&s.inner.m, slot, Some(s.inner.m.fd()));
             assert_eq!(mine(), 0, "round {round}");
             let go = std::sync::Barrier::new(8);
             let got: Vec<Option<usize>> = std::thread::scope(|scope| {
@@ -1242,7 +1353,11 @@ mod tests {
         let t = Temp::new("regflag");
         let s = &t.0;
         for stale in [1u64, u64::from(std::process::id()) + 1] {
-            attach::deregister(&s.inner.m, s.inner.attach_slot.load(Relaxed));
+            attach::deregister(
+                &s.inner.m,
+                s.inner.attach_slot.load(Relaxed),
+                Some(s.inner.m.fd()),
+            );
             // As copied by a fork from a parent that was registering at that moment.
             s.inner.registering.store(stale, Relaxed);
             let slot = registers_within_seconds(s);
@@ -1250,7 +1365,11 @@ mod tests {
             assert_eq!(s.inner.registering.load(Relaxed), 0);
         }
         // A thread of this process registering: others wait for it, then use its slot.
-        attach::deregister(&s.inner.m, s.inner.attach_slot.load(Relaxed));
+        attach::deregister(
+            &s.inner.m,
+            s.inner.attach_slot.load(Relaxed),
+            Some(s.inner.m.fd()),
+        );
         let ours = u64::from(std::process::id());
         s.inner.registering.store(ours, Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -174,9 +174,29 @@ impl ChildProc {
         env: &[(&str, String)],
         capture: bool,
     ) -> ChildProc {
+        ChildProc::spawn_via(&[], test_fn, role, store, env, capture)
+    }
+
+    /// [`ChildProc::spawn`] through a wrapper command (`wrapper[0]` run with the rest of
+    /// `wrapper`, then the test binary and its arguments), such as `unshare`.
+    pub fn spawn_via(
+        wrapper: &[&str],
+        test_fn: &str,
+        role: &str,
+        store: &str,
+        env: &[(&str, String)],
+        capture: bool,
+    ) -> ChildProc {
         use std::process::Stdio;
         let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = std::process::Command::new(exe);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+            None => std::process::Command::new(exe),
+        };
         cmd.args(["--exact", test_fn, "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, role)
             .env(STORE_VAR, store);
