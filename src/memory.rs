@@ -1,22 +1,22 @@
 //! How much memory the machine (or the container) has available, sampled on a budget.
 //!
 //! A refresh reads /proc/meminfo and the cgroup files (about 14 µs); a put must cost well
-//! under a microsecond. So a figure is refreshed at most every [`REFRESH_EVERY`], or once
+//! under a microsecond. So a figure is refreshed by the first put at least [`REFRESH_EVERY`]
+//! after the last refresh (each put reads the coarse clock, a few ns), or once
 //! [`REFRESH_BYTES`] have been put since the last one; in between, it is estimated from the
 //! bytes put and freed through this handle.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::os::coarse_monotonic_ns;
 
 pub const REFRESH_EVERY: Duration = Duration::from_millis(100);
 pub const REFRESH_BYTES: u64 = 64 << 20;
-/// Puts between two looks at the clock.
-const CLOCK_EVERY: u64 = 64;
 
 struct Sample {
     sys: sysinfo::System,
-    at: Instant,
     available: u64,
     total: u64,
 }
@@ -25,7 +25,8 @@ pub struct MemorySampler {
     sample: Mutex<Option<Sample>>,
     /// Bytes put minus bytes freed through this handle since the last refresh.
     drift: AtomicU64,
-    calls: AtomicU64,
+    /// When (`os::coarse_monotonic_ns`) the figures were last refreshed.
+    at_ns: AtomicU64,
     /// `available` and `total` of the last sample, for the lock-free fast path.
     available: AtomicU64,
     total: AtomicU64,
@@ -38,7 +39,7 @@ impl Default for MemorySampler {
         MemorySampler {
             sample: Mutex::new(None),
             drift: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
+            at_ns: AtomicU64::new(0),
             available: AtomicU64::new(0),
             total: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
@@ -66,13 +67,10 @@ impl MemorySampler {
         if min_free <= 0.0 || self.unavailable.load(Relaxed) {
             return 0;
         }
-        let calls = self.calls.fetch_add(1, Relaxed);
         let drift = self.drift.fetch_add(incoming, Relaxed) + incoming;
-        if self.total.load(Relaxed) == 0
-            || drift >= REFRESH_BYTES
-            || calls.is_multiple_of(CLOCK_EVERY)
-        {
-            self.refresh(calls.is_multiple_of(CLOCK_EVERY) && drift < REFRESH_BYTES);
+        let stale = self.stale();
+        if self.total.load(Relaxed) == 0 || drift >= REFRESH_BYTES || stale {
+            self.refresh(stale && drift < REFRESH_BYTES);
         }
         if self.unavailable.load(Relaxed) {
             return 0;
@@ -93,15 +91,18 @@ impl MemorySampler {
             .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(bytes)));
     }
 
+    /// Whether the figures are [`REFRESH_EVERY`] old or more.
+    fn stale(&self) -> bool {
+        coarse_monotonic_ns().saturating_sub(self.at_ns.load(Relaxed))
+            >= REFRESH_EVERY.as_nanos() as u64
+    }
+
     fn refresh(&self, only_if_stale: bool) {
         let Ok(mut guard) = self.sample.lock() else {
             return;
         };
-        if only_if_stale
-            && guard
-                .as_ref()
-                .is_some_and(|s| s.at.elapsed() < REFRESH_EVERY)
-        {
+        // Another thread may have refreshed while this one waited for the mutex.
+        if only_if_stale && guard.is_some() && !self.stale() {
             return;
         }
         if guard.is_none() {
@@ -111,14 +112,13 @@ impl MemorySampler {
             };
             *guard = Some(Sample {
                 sys,
-                at: Instant::now(),
                 available: 0,
                 total: 0,
             });
         }
         let Some(s) = guard.as_mut() else { return };
         (s.available, s.total) = read(&mut s.sys);
-        s.at = Instant::now();
+        self.at_ns.store(coarse_monotonic_ns(), Relaxed);
         self.available.store(s.available, Relaxed);
         self.total.store(s.total, Relaxed);
         self.drift.store(0, Relaxed);
@@ -139,6 +139,24 @@ mod tests {
         let s = MemorySampler::default();
         assert!(s.shortfall(1.0, 1) > 0);
         assert!(s.total.load(Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_figure_older_than_the_refresh_period_is_read_again_by_the_next_put() {
+        let s = MemorySampler::default();
+        assert_eq!(s.shortfall(0.001, 1), 0);
+        // As if memory had been short at the last refresh, just now (a refresh stamped in the
+        // future, so that a slow test run cannot make it stale): that figure holds.
+        s.available.store(0, Relaxed);
+        s.at_ns.store(u64::MAX / 2, Relaxed);
+        assert!(s.shortfall(0.001, 1) > 0);
+        assert!(s.shortfall(0.001, 1) > 0);
+        // Once it is older than the period, the very next put reads memory again (a handle
+        // making one small put now and then must not act on an old figure).
+        let old = coarse_monotonic_ns() - REFRESH_EVERY.as_nanos() as u64;
+        s.at_ns.store(old, Relaxed);
+        assert_eq!(s.shortfall(0.001, 1), 0);
+        assert!(s.at_ns.load(Relaxed) > old);
     }
 
     #[test]
