@@ -769,7 +769,7 @@ impl Store {
         self.locked(|l| Ok(l.header().objects.load(Relaxed) as usize))
     }
 
-    /// All keys, most recently used first (no order is promised).
+    /// All keys, in no promised order.
     pub fn keys(&self) -> Result<Vec<String>> {
         self.locked(|l| {
             let mut keys = Vec::with_capacity(live_estimate(l));
