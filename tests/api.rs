@@ -495,6 +495,27 @@ fn an_opener_waits_for_a_creator_that_takes_longer_than_3_s() {
 }
 
 #[test]
+fn an_opener_gives_up_on_a_creator_stuck_at_work_after_30_s() {
+    // A creator that holds its lock and never finishes (stopped, or its lock inherited by a
+    // child that lives on): the opener waits the whole 30 s, then says so (not NotReady:
+    // the store may yet be finished).
+    let name = unique_name("stuck");
+    let path = segment_path(&name);
+    let _c = Cleanup(name.clone());
+    std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
+    let creator = hold_creator_lock(&path);
+    let (opened, took) = open_in_thread(&name).join().unwrap();
+    match opened {
+        Err(e @ Error::StillCreating { .. }) => {
+            assert!(e.to_string().contains("open it again later"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(took >= Duration::from_secs(30), "{took:?}");
+    drop(creator);
+}
+
+#[test]
 fn segment_mode_is_0600_unless_group_access() {
     use std::os::unix::fs::PermissionsExt;
     let s = TempStore::new("mode", opts(1 << 20));

@@ -698,6 +698,27 @@ fn missing_foreign_and_bad_names_say_so() {
         said["error"].as_str().unwrap().contains("no store named"),
         "{said}"
     );
+    // And so is a command line that does not parse (exit status 2), either way of writing
+    // the option.
+    for args in [
+        &["stat", m, "--format", "json", "--bogus"][..],
+        &["--format=json", "put", m],
+        &["create", m, "--capacity", "lots", "--format", "json"],
+    ] {
+        let err = fails(args, 2);
+        let said: Value =
+            serde_json::from_str(&err).unwrap_or_else(|e| panic!("{args:?}: {e}: {err}"));
+        let msg = said["error"].as_str().unwrap();
+        assert!(
+            !msg.is_empty() && !msg.starts_with("error:"),
+            "{args:?}: {said}"
+        );
+    }
+    let err = fails(&["stat", m, "--bogus"], 2);
+    assert!(
+        err.starts_with("error:"),
+        "text without --format json: {err}"
+    );
 
     // A segment with our prefix but someone else's bytes.
     let junk = Name::new("foreign");

@@ -127,8 +127,30 @@ pub fn others(pids: &[u32]) -> Vec<u32> {
     rest
 }
 
+/// Whether the command line asks for JSON (`--format json` or `--format=json`), read from
+/// the raw arguments: for a command line that does not parse, whose `format` clap cannot
+/// give.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .zip(args.iter().skip(1))
+        .any(|(a, b)| a == "--format" && b == "json")
+        || args.iter().any(|a| a == "--format=json")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // A script that asked for JSON gets a usage error as JSON too (help and version
+        // are not errors: printed as usual).
+        Err(e) if e.use_stderr() && wants_json(&args) => {
+            let msg = e.render().to_string();
+            let msg = msg.trim_end().trim_start_matches("error: ");
+            eprintln!("{}", serde_json::json!({ "error": msg }));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let f = cli.format;
     let outcome = match cli.command {
         Command::Ls(a) => ls::run(a, f),
