@@ -1,12 +1,11 @@
 //! How much memory the machine (or the container) has available, sampled on a budget.
 //!
-//! A refresh reads /proc/meminfo and the cgroup files (about 14 µs); a put must cost well
+//! A refresh reads /proc/meminfo and the cgroup files (tens of µs, ~100 here); a put must cost well
 //! under a microsecond. So a figure is refreshed by the first put at least [`REFRESH_EVERY`]
 //! after the last refresh (each put reads the coarse clock, a few ns), or once
 //! [`REFRESH_BYTES`] have been put since the last one; in between, it is estimated from the
 //! bytes put and freed through this handle.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -15,40 +14,27 @@ use crate::os::coarse_monotonic_ns;
 pub const REFRESH_EVERY: Duration = Duration::from_millis(100);
 pub const REFRESH_BYTES: u64 = 64 << 20;
 
-struct Sample {
-    sys: sysinfo::System,
-    available: u64,
-    total: u64,
-}
-
+/// Memory figures of one handle. Atomics only, no lock: a handle keeps working in a forked
+/// child, and a lock that another thread of the parent held at the fork would be held in the
+/// child for good.
+#[derive(Default)]
 pub struct MemorySampler {
-    sample: Mutex<Option<Sample>>,
     /// Bytes put minus bytes freed through this handle since the last refresh.
     drift: AtomicU64,
-    /// When (`os::coarse_monotonic_ns`) the figures were last refreshed.
+    /// When (`os::coarse_monotonic_ns`) the last refresh began; moved by the one thread that
+    /// makes the next.
     at_ns: AtomicU64,
-    /// `available` and `total` of the last sample, for the lock-free fast path.
+    /// `available` and `total` of the last refresh.
     available: AtomicU64,
     total: AtomicU64,
     /// Set when this system gives no memory figures: the threshold is then not applied.
     unavailable: AtomicBool,
 }
 
-impl Default for MemorySampler {
-    fn default() -> MemorySampler {
-        MemorySampler {
-            sample: Mutex::new(None),
-            drift: AtomicU64::new(0),
-            at_ns: AtomicU64::new(0),
-            available: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            unavailable: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Available and total bytes: the smaller of the machine's and the cgroup's.
-fn read(sys: &mut sysinfo::System) -> (u64, u64) {
+/// Available and total bytes: the smaller of the machine's and the cgroup's; `None` where
+/// the system gives no figures.
+fn read() -> Option<(u64, u64)> {
+    let mut sys = sysinfo::System::new().ok()?;
     sys.refresh_memory();
     let (mut available, mut total) = (sys.available_memory(), sys.total_memory());
     if let Some(cg) = sys.cgroup_limits() {
@@ -57,7 +43,7 @@ fn read(sys: &mut sysinfo::System) -> (u64, u64) {
         }
         available = available.min(cg.free_memory);
     }
-    (available, total)
+    Some((available, total))
 }
 
 impl MemorySampler {
@@ -68,9 +54,20 @@ impl MemorySampler {
             return 0;
         }
         let drift = self.drift.fetch_add(incoming, Relaxed) + incoming;
-        let stale = self.stale();
-        if self.total.load(Relaxed) == 0 || drift >= REFRESH_BYTES || stale {
-            self.refresh(stale && drift < REFRESH_BYTES);
+        let at = self.at_ns.load(Relaxed);
+        let now = coarse_monotonic_ns();
+        let due = self.total.load(Relaxed) == 0
+            || drift >= REFRESH_BYTES
+            || now.saturating_sub(at) >= REFRESH_EVERY.as_nanos() as u64;
+        // One thread refreshes: the one that moves the stamp (the others go on with the
+        // figure they have).
+        if due
+            && self
+                .at_ns
+                .compare_exchange(at, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.refresh();
         }
         if self.unavailable.load(Relaxed) {
             return 0;
@@ -91,36 +88,13 @@ impl MemorySampler {
             .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(bytes)));
     }
 
-    /// Whether the figures are [`REFRESH_EVERY`] old or more.
-    fn stale(&self) -> bool {
-        coarse_monotonic_ns().saturating_sub(self.at_ns.load(Relaxed))
-            >= REFRESH_EVERY.as_nanos() as u64
-    }
-
-    fn refresh(&self, only_if_stale: bool) {
-        let Ok(mut guard) = self.sample.lock() else {
+    fn refresh(&self) {
+        let Some((available, total)) = read() else {
+            self.unavailable.store(true, Relaxed);
             return;
         };
-        // Another thread may have refreshed while this one waited for the mutex.
-        if only_if_stale && guard.is_some() && !self.stale() {
-            return;
-        }
-        if guard.is_none() {
-            let Ok(sys) = sysinfo::System::new() else {
-                self.unavailable.store(true, Relaxed);
-                return;
-            };
-            *guard = Some(Sample {
-                sys,
-                available: 0,
-                total: 0,
-            });
-        }
-        let Some(s) = guard.as_mut() else { return };
-        (s.available, s.total) = read(&mut s.sys);
-        self.at_ns.store(coarse_monotonic_ns(), Relaxed);
-        self.available.store(s.available, Relaxed);
-        self.total.store(s.total, Relaxed);
+        self.available.store(available, Relaxed);
+        self.total.store(total, Relaxed);
         self.drift.store(0, Relaxed);
     }
 }

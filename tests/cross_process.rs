@@ -362,6 +362,75 @@ fn forked_children_use_the_inherited_handle() {
     );
 }
 
+/// A child forked while other threads of the parent are in the middle of puts (and so of
+/// whatever a put does outside the store's lock: encoding, the memory figure) can put with
+/// the inherited handle and exit: nothing a parent's thread held at the fork is waited for
+/// in the child (a lock around the memory figure once hung 2 children in 87).
+#[test]
+fn children_forked_while_other_threads_put_do_not_hang() {
+    const CHILDREN: usize = 300;
+    // A memory threshold any machine that runs the tests meets, so that puts look at memory.
+    let s = TempStore::new("fork-busy", opts(16 << 20).min_free_mem_pct(0.001));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the putting threads however the scope ends (a failed assertion included).
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let _stop = Stop(&stop);
+        for t in 0..2 {
+            let (store, stop) = (&s.store, &stop);
+            scope.spawn(move || {
+                let mut j = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store
+                        .put_bytes(&format!("busy-{t}-{}", j % 500), &j.to_le_bytes())
+                        .unwrap();
+                    j += 1;
+                }
+            });
+        }
+        let mut forked = Forked(Vec::new());
+        for c in 0..CHILDREN {
+            // SAFETY: the child only makes store calls (usable after fork with glibc) and
+            // `_exit`s; it never returns into the test harness and runs no destructors.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+            if pid == 0 {
+                let ok = (0..300).all(|j| s.put_bytes(&format!("child-{c}-{j}"), b"v").is_ok());
+                // SAFETY: ends the forked child without unwinding or running destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            forked.0.push(pid);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let start = Instant::now();
+        while let Some(&pid) = forked.0.first() {
+            let mut status = 0;
+            // SAFETY: `pid` is an unreaped child; `status` is a valid out-pointer.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            assert!(rc >= 0, "waitpid: {}", std::io::Error::last_os_error());
+            if rc == 0 {
+                assert!(
+                    start.elapsed() < WATCHDOG,
+                    "watchdog: forked child {pid} hangs (killed on drop)"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            forked.0.remove(0);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "forked child {pid} failed (wait status {status:#x})"
+            );
+        }
+    });
+    s.check().unwrap();
+}
+
 // ---- 3 and 4. A lock held by another process ----------------------------------------------------
 
 /// Child role "hold": takes the store's lock inside `get_with("held", ..)`, creates the marker
