@@ -41,33 +41,50 @@ pub fn my_owner() -> u64 {
 /// lock's release; without, or if the lock cannot be taken, only the pid tells.
 pub fn register(m: &Mapping, me: u64, lock: Option<&OwnedFd>) -> Option<usize> {
     let start = os::process_start_time(me as u32).unwrap_or(0);
+    let claim = |i: usize, locked: bool| -> bool {
+        let slot = &m.header().attach[i];
+        if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_err() {
+            return false;
+        }
+        slot.start.store(start, Release);
+        slot.liveness
+            .store(if locked { new_token(me, start) } else { 0 }, Release);
+        // A process that died mid-read left its counts; this one has no read in flight
+        // yet. (`hits` and `misses` stay: they are shards of the totals.)
+        for l in &m.header().lanes[i] {
+            l.reading.store(0, Relaxed);
+        }
+        true
+    };
     for round in 0..2 {
+        // Free slots whose byte another description holds: one being claimed, or one whose
+        // last owner's description lives on in a forked child that never used the store.
+        let mut held_elsewhere = Vec::new();
         for (i, slot) in m.header().attach.iter().enumerate() {
             if slot.owner.load(Relaxed) != 0 {
                 continue;
             }
             // The lock before the owner word: whoever sees this process's word in the slot
-            // also finds the lock held. A byte held elsewhere is a slot being claimed, or
-            // one whose owner's description lives on in a forked child: left to them.
+            // also finds the lock held.
             let locked = match lock.map(|fd| os::ofd_try_lock(fd, lock_byte(i))) {
-                Some(Ok(false)) => continue,
+                Some(Ok(false)) => {
+                    held_elsewhere.push(i);
+                    continue;
+                }
                 Some(Ok(true)) => true,
                 Some(Err(_)) | None => false,
             };
-            if slot.owner.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
-                slot.start.store(start, Release);
-                slot.liveness
-                    .store(if locked { new_token(me, start) } else { 0 }, Release);
-                // A process that died mid-read left its counts; this one has no read in
-                // flight yet. (`hits` and `misses` stay: they are shards of the totals.)
-                for l in &m.header().lanes[i] {
-                    l.reading.store(0, Relaxed);
-                }
+            if claim(i, locked) {
                 return Some(i);
             }
             if let (true, Some(fd)) = (locked, lock) {
                 let _ = os::ofd_unlock(fd, lock_byte(i));
             }
+        }
+        // Rather than no slot, one without a token (judged by its pid alone): a claimer
+        // that wins it from the process locking it makes that one move on.
+        if let Some(i) = held_elsewhere.into_iter().find(|&i| claim(i, false)) {
+            return Some(i);
         }
         if round == 0 {
             prune(m);
@@ -116,9 +133,11 @@ pub fn deregister(m: &Mapping, slot: usize, lock: Option<&OwnedFd>) {
         && s.owner.load(Acquire) == me
     {
         release(s, me, s.start.load(Acquire));
-        if let Some(fd) = lock {
-            let _ = os::ofd_unlock(fd, lock_byte(slot));
-        }
+    }
+    // Also when the slot is no longer this process's (taken from it): a forked child that
+    // never used the store may hold the description, and the lock, for long after.
+    if let Some(fd) = lock {
+        let _ = os::ofd_unlock(fd, lock_byte(slot));
     }
 }
 
@@ -177,20 +196,26 @@ pub fn prune_slots(m: &Mapping, which: impl Fn(usize) -> bool) {
 /// What a process asks to tell whether a slot's owner is gone: its pid (in its own pid
 /// namespace), and the slot's lock, through an open file description of the segment that
 /// holds no lock of its own (so that every holder's lock shows, this process's included).
-struct Judge {
-    probe: Option<OwnedFd>,
+struct Judge<'a> {
+    m: &'a Mapping,
+    /// Opened when first needed (a slot with a token).
+    probe: std::cell::OnceCell<Option<OwnedFd>>,
 }
 
-impl Judge {
-    fn new(m: &Mapping) -> Judge {
+impl Judge<'_> {
+    fn new(m: &Mapping) -> Judge<'_> {
         Judge {
-            probe: os::reopen(m.fd()).ok(),
+            m,
+            probe: std::cell::OnceCell::new(),
         }
     }
 
     /// Whether slot `i`'s lock is free (`None`: cannot tell).
     fn lock_free(&self, i: usize) -> Option<bool> {
-        let probe = self.probe.as_ref()?;
+        let probe = self
+            .probe
+            .get_or_init(|| os::reopen(self.m.fd()).ok())
+            .as_ref()?;
         os::ofd_locked_elsewhere(probe, lock_byte(i))
             .ok()
             .map(|held| !held)

@@ -115,7 +115,9 @@ pub fn flock_held_elsewhere(fd: &OwnedFd) -> bool {
 }
 
 /// An open file description lock (`F_OFD_*`) on the single byte `byte` of the file (beyond
-/// its end, so it guards no data): `F_WRLCK` to take, `F_UNLCK` to release.
+/// its end, so it guards no data; where `off_t` has 32 bits, the offset wraps to a byte that
+/// may be inside the file, which an advisory lock does not mind): `F_WRLCK` to take,
+/// `F_UNLCK` to release.
 fn ofd_lock(kind: libc::c_int, byte: u64) -> libc::flock {
     // SAFETY: `flock` is plain integers, for which all zeros is valid (`l_pid` must be 0).
     let mut l: libc::flock = unsafe { std::mem::zeroed() };
@@ -180,6 +182,8 @@ pub fn own_description(fd: &OwnedFd) -> io::Result<()> {
     let fresh = reopen(fd)?;
     // SAFETY: both descriptors are open; `dup3` atomically makes `fd`'s number refer to
     // `fresh`'s description (the number stays owned by `fd`), and `fresh` is closed after.
+    // Other threads using the number meanwhile get one description or the other, both of
+    // the same file, which is all they need (fallocate, punching holes, fstat).
     check(unsafe { libc::dup3(fresh.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) }).map(|_| ())
 }
 

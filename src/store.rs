@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -54,10 +54,12 @@ struct Inner {
     /// When (monotonic ns) this handle last found the attach table full, so that it tries
     /// again now and then ([`REGISTER_RETRY_NS`]) rather than never or on every operation.
     full_at: AtomicU64,
-    /// The fork generation in which the mapping's descriptor got an open file description of
-    /// this process's own (at open; a forked child shares its parent's until it registers),
+    /// The fork generation and the pid (as the kernel gives it: a child of a raw fork keeps
+    /// the generation) with which the mapping's descriptor got an open file description of
+    /// that process's own (at open; a forked child shares its parent's until it registers),
     /// through which its attach slot's lock is taken.
     own_fd_gen: AtomicU64,
+    own_fd_pid: AtomicU32,
 }
 
 /// How often a handle that found the attach table full tries to register again: it reads
@@ -103,11 +105,18 @@ impl Inner {
     /// outlive this process); in a forked child, first given a description of its own.
     /// `None` if it cannot be (no `/proc`): the slot is then judged by its pid alone.
     fn lock_fd(&self, generation: u64) -> Option<&std::os::fd::OwnedFd> {
-        if self.own_fd_gen.load(Acquire) != generation {
+        if !self.fd_is_own(generation) {
             crate::os::own_description(self.m.fd()).ok()?;
             self.own_fd_gen.store(generation, Release);
+            self.own_fd_pid.store(std::process::id(), Release);
         }
         Some(self.m.fd())
+    }
+
+    /// Whether the mapping's open file description is this process's own (see `own_fd_gen`).
+    fn fd_is_own(&self, generation: u64) -> bool {
+        self.own_fd_gen.load(Acquire) == generation
+            && self.own_fd_pid.load(Acquire) == std::process::id()
     }
 
     /// Claims a slot of the attach table for this process (`NO_SLOT` if it is full).
@@ -152,7 +161,7 @@ impl Drop for Inner {
         if slot != NO_SLOT {
             // Clears the slot only if this process owns it (not in a forked child), and
             // lets go of its lock if the description is this process's.
-            let own = self.own_fd_gen.load(Acquire) == crate::os::fork_generation();
+            let own = self.fd_is_own(crate::os::fork_generation());
             attach::deregister(&self.m, slot, own.then(|| self.m.fd()));
         }
     }
@@ -307,6 +316,7 @@ impl Store {
             registering: AtomicU64::new(0),
             full_at: AtomicU64::new(0),
             own_fd_gen: AtomicU64::new(crate::os::fork_generation()),
+            own_fd_pid: AtomicU32::new(std::process::id()),
         };
         let _ = inner.register();
         Store {

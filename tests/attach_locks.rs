@@ -194,3 +194,48 @@ fn a_process_of_another_pid_namespace_is_pruned_once_it_is_gone() {
     );
     assert_eq!(locked_slots(&s.name), 1);
 }
+
+/// Kills a process that is not this one's child (an orphan, reparented) when dropped.
+struct Orphan(libc::pid_t);
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        // SAFETY: sends SIGKILL to a process this test started; nothing else is touched.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn a_free_slot_whose_lock_outlives_its_owner_is_still_claimed() {
+    let s = TempStore::new("attach-lock-stale", opts(4 << 20));
+    let dir = TempDir::new("attach-lock-stale");
+    let ready = dir.join("ready");
+    let mut kids = Forked(Vec::new());
+    // A child that registers (with a description of its own), then forks a grandchild that
+    // never uses the store and outlives it, holding that description and its lock.
+    let user = kids.child(|| {
+        assert!(!s.has("k").unwrap());
+        // SAFETY: the grandchild only sleeps and `_exit`s.
+        let idle = unsafe { libc::fork() };
+        assert!(idle >= 0);
+        if idle == 0 {
+            std::thread::sleep(WATCHDOG);
+            // SAFETY: ends the grandchild without unwinding.
+            unsafe { libc::_exit(0) };
+        }
+        std::fs::write(&ready, idle.to_string()).unwrap();
+    });
+    wait_ready(user, &ready);
+    let idle = Orphan(std::fs::read_to_string(&ready).unwrap().parse().unwrap());
+    kids.kill(user);
+    // Its slot is pruned (by its pid), but its byte stays locked by the grandchild.
+    assert_eq!(s.processes(), vec![std::process::id()]);
+    assert_eq!(locked_slots(&s.name), 2);
+    // Every slot can still be had: the stale one without a lock of its own (its owner is
+    // then judged by its pid alone).
+    let handles: Vec<Store> = (1..SLOTS).map(|_| Store::open(&s.name).unwrap()).collect();
+    let listed = s.processes();
+    assert_eq!(listed.len(), SLOTS as usize, "{} listed", listed.len());
+    drop(handles);
+    drop(idle);
+}
