@@ -95,6 +95,26 @@ pub fn flock_exclusive(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
+/// Takes the exclusive `flock` of `fd`'s open file description if no other holds a `flock`
+/// of the file: `Ok(false)` if one does.
+pub fn flock_try_exclusive(fd: &OwnedFd) -> io::Result<bool> {
+    loop {
+        // SAFETY: `fd` is open; the operation is a plain integer.
+        match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets the file's mode bits (exactly: no umask applies).
+pub fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: `fd` is open; the mode is a plain integer.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(|_| ())
+}
+
 /// Releases `fd`'s `flock`.
 pub fn flock_release(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: `fd` is open; the operation is a plain integer.

@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
@@ -80,42 +81,112 @@ pub fn create(
     // not ready knows its creator is gone (or has not taken it yet: a moment). Without it
     // (a file system refusing flock), openers only wait.
     let _ = os::flock_exclusive(&fd);
-    let made = (|| {
-        os::ftruncate(&fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
-        // Header and index are written at random places from the start: back them now, so
-        // that a full /dev/shm is an error here and never a SIGBUS later.
-        os::fallocate(&fd, 0, geo.arena_off)
-            .map_err(|e| os_err("fallocate (reserving header, index and records)", name, e))?;
-        let map = os::Map::new(&fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
-        let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
-        let m = Mapping::new(map, fd2, geo);
-        let h = m.header();
-        h.magic.store(MAGIC, Relaxed);
-        h.version.store(LAYOUT_VERSION, Relaxed);
-        h.total_len.store(geo.total_len, Relaxed);
-        h.index_off.store(geo.index_off, Relaxed);
-        h.index_slots.store(geo.index_slots, Relaxed);
-        h.record_len.store(geo.record_len, Relaxed);
-        h.arena_off.store(geo.arena_off, Relaxed);
-        h.arena_len.store(geo.arena_len, Relaxed);
-        h.geometry_check.store(geo.check_value(), Relaxed);
-        init(&m)?;
-        h.ready.store(READY, Release);
+    // A segment that has a size already was taken over ([`take_over`]) while this process
+    // stood still between creating the name and taking the lock: it is another's store now.
+    if os::fstat(&fd).is_ok_and(|info| info.size != 0) {
         let _ = os::flock_release(&fd);
-        // Map header, index and inline records into this process's page tables, as the
-        // arena's steps are (`Mapping::populate`): the creator's first puts land on random
-        // index pages (and record pages: 5,000 of them for W1's records), each a page fault
-        // otherwise. After `ready`, so that processes opening the store meanwhile do not
-        // wait for it; a hint, ignored where the kernel lacks it.
-        m.populate_fixed();
-        Ok(m)
-    })();
+        return Err(Error::AlreadyExists(name.to_owned()));
+    }
+    let made = make(&fd, name, geo, init);
     if made.is_err() {
         // Released for every copy of the descriptor (a child forked meanwhile keeps one).
         let _ = os::flock_release(&fd);
         let _ = os::shm_unlink(&path);
     }
     made
+}
+
+/// Makes a new store in place of a segment whose creator died before it was ready (`open`
+/// said [`Error::NotReady`]), on the same file, so that no other process's store can be
+/// removed by mistake (a name, unlike an open file, can change hands between a look and an
+/// unlink). `None` if the segment turns out not to be abandoned: another process took it
+/// over first (it holds the lock while it works), it is ready after all, or it is gone.
+pub fn take_over(
+    name: &str,
+    geo: Geometry,
+    mode: u32,
+    init: impl FnOnce(&Mapping) -> Result<()>,
+) -> Result<Option<Mapping>> {
+    let path = shm_path(name)?;
+    let fd = match os::shm_open(&path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(os_err("shm_open", name, e)),
+    };
+    if !os::flock_try_exclusive(&fd).map_err(|e| os_err("flock", name, e))? {
+        return Ok(None);
+    }
+    // Still unfinished, and nobody else's store, now that the lock is this process's.
+    let abandoned = (|| {
+        let info = os::fstat(&fd).ok()?;
+        if info.size < HEADER_SIZE {
+            return Some(info.size == 0);
+        }
+        let map = os::Map::new(&fd, HEADER_SIZE as usize).ok()?;
+        let h = Mapping::header_of(&map)?;
+        let magic = h.magic.load(Relaxed);
+        Some((magic == 0 || magic == MAGIC) && h.ready.load(Acquire) != READY)
+    })();
+    if abandoned != Some(true) {
+        let _ = os::flock_release(&fd);
+        return Ok(None);
+    }
+    // The dead creator's mode, if another user's, stays (only the owner may change it).
+    let _ = os::fchmod(&fd, mode);
+    // Zeros throughout, so that nothing of the unfinished store is read as the new one's:
+    // by punching holes, not by truncating, since an opener may be reading the header
+    // through a mapping of the old size (a page past the end would be a SIGBUS); `make`
+    // then sets the new size, never below a header.
+    let size = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?.size;
+    let zeroed = match size {
+        0 => Ok(()),
+        _ => os::punch_hole(&fd, 0, size),
+    };
+    let made = zeroed
+        .map_err(|e| os_err("fallocate (punching the unfinished store)", name, e))
+        .and_then(|()| make(&fd, name, geo, init));
+    if made.is_err() {
+        let _ = os::flock_release(&fd);
+    }
+    made.map(Some)
+}
+
+/// Sizes and fills a segment whose `flock` this process holds (and whose size is 0), lets
+/// `init` fill the header, publishes it by writing `ready` and lets go of the lock.
+fn make(
+    fd: &OwnedFd,
+    name: &str,
+    geo: Geometry,
+    init: impl FnOnce(&Mapping) -> Result<()>,
+) -> Result<Mapping> {
+    os::ftruncate(fd, geo.total_len).map_err(|e| os_err("ftruncate", name, e))?;
+    // Header and index are written at random places from the start: back them now, so
+    // that a full /dev/shm is an error here and never a SIGBUS later.
+    os::fallocate(fd, 0, geo.arena_off)
+        .map_err(|e| os_err("fallocate (reserving header, index and records)", name, e))?;
+    let map = os::Map::new(fd, geo.total_len as usize).map_err(|e| os_err("mmap", name, e))?;
+    let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
+    let m = Mapping::new(map, fd2, geo);
+    let h = m.header();
+    h.magic.store(MAGIC, Relaxed);
+    h.version.store(LAYOUT_VERSION, Relaxed);
+    h.total_len.store(geo.total_len, Relaxed);
+    h.index_off.store(geo.index_off, Relaxed);
+    h.index_slots.store(geo.index_slots, Relaxed);
+    h.record_len.store(geo.record_len, Relaxed);
+    h.arena_off.store(geo.arena_off, Relaxed);
+    h.arena_len.store(geo.arena_len, Relaxed);
+    h.geometry_check.store(geo.check_value(), Relaxed);
+    init(&m)?;
+    h.ready.store(READY, Release);
+    let _ = os::flock_release(fd);
+    // Map header, index and inline records into this process's page tables, as the
+    // arena's steps are (`Mapping::populate`): the creator's first puts land on random
+    // index pages (and record pages: 5,000 of them for W1's records), each a page fault
+    // otherwise. After `ready`, so that processes opening the store meanwhile do not
+    // wait for it; a hint, ignored where the kernel lacks it.
+    m.populate_fixed();
+    Ok(m)
 }
 
 /// Opens an existing segment, waiting up to [`OPEN_WAIT`] for its creator to finish it, up
@@ -153,7 +224,13 @@ pub fn open(name: &str) -> Result<Mapping> {
                         expected: LAYOUT_VERSION,
                     });
                 }
-                let geo = Geometry::from_header(h, info.size).map_err(|c| c.named(name))?;
+                let geo = match Geometry::from_header(h, info.size) {
+                    Ok(geo) => geo,
+                    // Taken over ([`take_over`]) and finished at another size since the
+                    // size was read: look again.
+                    Err(_) if os::fstat(&fd).is_ok_and(|now| now.size != info.size) => continue,
+                    Err(c) => return Err(c.named(name)),
+                };
                 let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
                 return Ok(Mapping::new(map, fd2, geo));
             }

@@ -199,11 +199,18 @@ fn random_seed() -> [u64; 2] {
 impl Store {
     /// Creates a store; `Error::AlreadyExists` if the name is taken.
     pub fn create(name: &str, options: Options) -> Result<Store> {
+        Store::make(name, options, false).map(|made| made.expect("a new segment is made"))
+    }
+
+    /// Creates a store under a new name, or (`take_over`) in place of a segment whose creator
+    /// died before it was ready (`None` if it turns out not to be one: see
+    /// `segment::take_over`).
+    fn make(name: &str, options: Options, take_over: bool) -> Result<Option<Store>> {
         let geo = options.geometry()?;
         // Recorded only where it can apply, so that the store does not report what it
         // cannot do (an arena under 64 MiB, no huge pages for shared memory).
         let huge_arena = options.huge_arena && arena::huge_step_for(geo.arena_len).is_some();
-        let m = segment::create(name, geo, options.mode, |m| {
+        let init = |m: &Mapping| {
             let h = m.header();
             let seed = random_seed();
             h.seed[0].store(seed[0], Relaxed);
@@ -233,13 +240,21 @@ impl Store {
                 name: name.to_owned(),
                 source,
             })
-        })?;
+        };
+        let m = if take_over {
+            match segment::take_over(name, geo, options.mode, init)? {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        } else {
+            segment::create(name, geo, options.mode, init)?
+        };
         // What the store really holds (whole pages of arena, a few more objects than asked
         // to a whole cache line of index), as `open` and `stats` report it.
         let capacity = m.geo().arena_len;
         let max_objects = Some(m.geo().max_live());
         let inline_values = m.geo().inline_values() as u32;
-        Ok(Store::from_mapping(
+        Ok(Some(Store::from_mapping(
             name,
             m,
             Options {
@@ -249,7 +264,7 @@ impl Store {
                 huge_arena,
                 ..options
             },
-        ))
+        )))
     }
 
     /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
@@ -284,7 +299,10 @@ impl Store {
     }
 
     /// Opens the store, creating it with `options` if it does not exist. The options of an
-    /// existing store are kept.
+    /// existing store are kept. A segment whose creator died before finishing it (which
+    /// `open` reports as [`Error::NotReady`]) is made into a new store with `options`, in
+    /// place: processes that start up and open their store this way need no one to destroy
+    /// the remains of a creator killed at the wrong moment.
     pub fn open_or_create(name: &str, options: Options) -> Result<Store> {
         for _ in 0..10 {
             match Store::create(name, options) {
@@ -293,6 +311,13 @@ impl Store {
             }
             match Store::open(name) {
                 Err(Error::NotFound(_)) => continue, // destroyed in between: create again
+                Err(Error::NotReady { .. }) => {
+                    if let Some(s) = Store::make(name, options, true)? {
+                        return Ok(s);
+                    }
+                    // Taken over by another process (its lock held while it works: the
+                    // next open waits for it), finished after all, or gone.
+                }
                 other => return other,
             }
         }

@@ -495,6 +495,65 @@ fn an_opener_waits_for_a_creator_that_takes_longer_than_3_s() {
 }
 
 #[test]
+fn open_or_create_makes_a_new_store_in_place_of_one_its_creator_abandoned() {
+    // Three segments whose creators died before they were ready: one still all zeros, one
+    // with most of a header (of a larger store), and one that several threads go for at once.
+    let names: Vec<String> = ["abandoned-zeros", "abandoned-half", "abandoned-race"]
+        .iter()
+        .map(|t| unique_name(t))
+        .collect();
+    let _c: Vec<Cleanup> = names.iter().map(|n| Cleanup(n.clone())).collect();
+    let src = TempStore::new("abandoned-src", opts(8 << 20));
+    let mut half = std::fs::read(segment_path(&src.name)).unwrap();
+    half[12..16].fill(0); // `ready`
+    std::fs::write(segment_path(&names[0]), vec![0u8; 10 * 4096]).unwrap();
+    std::fs::write(segment_path(&names[1]), &half).unwrap();
+    std::fs::write(segment_path(&names[2]), vec![0u8; 10 * 4096]).unwrap();
+    // Abandoned: its lock free and the segment unchanged for 3 s.
+    std::thread::sleep(Duration::from_millis(3100));
+    for name in &names {
+        assert!(matches!(Store::open(name), Err(Error::NotReady { .. })));
+        // `create` still says the name is taken: only `open_or_create` takes over.
+        assert!(matches!(
+            Store::create(name, opts(1 << 20)),
+            Err(Error::AlreadyExists(_))
+        ));
+    }
+    for name in &names[..2] {
+        let s = Store::open_or_create(name, opts(1 << 20)).unwrap();
+        assert!(
+            s.options().capacity < 2 << 20,
+            "{name}: the new store has the options asked for, not the unfinished one's: {:?}",
+            s.options()
+        );
+        assert_eq!(s.count().unwrap(), 0);
+        s.put("k", &1u32).unwrap();
+        s.check().unwrap();
+        assert_eq!(Store::open(name).unwrap().get::<u32>("k").unwrap(), Some(1));
+        assert!(shmstore::valid(name));
+    }
+    // Several at once: one takes over, the others wait for it and open its store.
+    let racers: Vec<_> = (0..4u32)
+        .map(|i| {
+            let name = names[2].clone();
+            std::thread::spawn(move || {
+                let s = Store::open_or_create(&name, opts(1 << 20)).unwrap();
+                s.put(&format!("from-{i}"), &i).unwrap();
+                s
+            })
+        })
+        .collect();
+    let handles: Vec<Store> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    for s in &handles {
+        assert_eq!(
+            s.count().unwrap(),
+            4,
+            "the racers did not all get one store"
+        );
+    }
+}
+
+#[test]
 fn an_opener_gives_up_on_a_creator_stuck_at_work_after_30_s() {
     // A creator that holds its lock and never finishes (stopped, or its lock inherited by a
     // child that lives on): the opener waits the whole 30 s, then says so (not NotReady:
