@@ -68,6 +68,8 @@ pub struct Outcome {
     pub secs: f64,
     /// Gets that found nothing (a filled store should have none).
     pub misses: u64,
+    /// Puts the store refused (a store with room for every key should refuse none).
+    pub refused: u64,
     /// Latency of every `SAMPLE_EVERY`-th operation.
     pub hist: Histogram,
 }
@@ -76,6 +78,7 @@ pub struct Outcome {
 pub struct Totals {
     pub ops_per_sec: f64,
     pub misses: u64,
+    pub refused: u64,
     pub p99_ns: Option<f64>,
 }
 
@@ -93,6 +96,7 @@ fn totals(outcomes: &[Outcome]) -> Totals {
                 .map(|o| o.secs)
                 .fold(f64::MIN_POSITIVE, f64::max),
         misses: outcomes.iter().map(|o| o.misses).sum(),
+        refused: outcomes.iter().map(|o| o.refused).sum(),
         p99_ns: hist.quantile(0.99),
     }
 }
@@ -121,7 +125,9 @@ pub fn work(kv: &mut dyn Kv, task: &Task, go: impl FnOnce()) -> Outcome {
                 .is_multiple_of(crate::workloads::SAMPLE_EVERY)
                 .then(Instant::now);
             if put {
-                kv.put(key, &value);
+                if !kv.put(key, &value) {
+                    out.refused += 1;
+                }
             } else if kv.get(key).is_none() {
                 out.misses += 1;
             }

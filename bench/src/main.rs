@@ -151,11 +151,14 @@ fn main() {
         python: python.as_ref(),
         report,
         seed: args.seed,
+        run: 0,
     };
     for id in &args.workloads {
         for run in 0..args.runs {
             eprintln!("{id} run {}/{}", run + 1, args.runs);
             ctx.seed = rng::mix(args.seed ^ ((run as u64) << 32));
+            ctx.run = run;
+            ctx.report.run = run;
             workloads::run(id, &mut ctx);
         }
     }
@@ -203,6 +206,17 @@ fn main() {
         args.json.display(),
         started.elapsed().as_secs_f64()
     );
+    // The smoke run is CI's check that every workload still works on every system: a
+    // wrong answer (a miss in a filled store, a refused put, a figure not reported) fails it.
+    let warnings = report
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("warning:"))
+        .count();
+    if args.smoke && warnings > 0 {
+        eprintln!("smoke run: {warnings} warning(s) above: the harness or a system misbehaves");
+        std::process::exit(1);
+    }
 }
 
 /// W6's total as a share of the same system's W3 total (medians), when both ran.

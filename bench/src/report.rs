@@ -56,11 +56,17 @@ pub struct Row {
     pub system: String,
     /// One value per run, in run order.
     pub values: Vec<f64>,
+    /// The run each value was measured in (a system may miss a run).
+    pub runs: Vec<usize>,
     pub median: f64,
     pub min: f64,
     pub max: f64,
-    /// median / shmstore's median for the same figure.
+    /// This system's value / shmstore's, taken within each run in which both were measured
+    /// (the systems of a run share its keys and a stretch of minutes of the machine's
+    /// state): the median, least and greatest of those ratios.
     pub ratio_to_shmstore: Option<f64>,
+    pub ratio_min: Option<f64>,
+    pub ratio_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +81,9 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// Systems or figures left out, and why; anomalies seen during the runs.
     pub notes: Vec<String>,
+    /// The run that [`Report::add`] records values for.
+    #[serde(skip)]
+    pub run: usize,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -105,14 +114,20 @@ impl Report {
         };
         assert_eq!(fig.unit, unit, "figure {figure} reported in two units");
         match fig.rows.iter_mut().find(|r| r.system == system) {
-            Some(r) => r.values.push(value),
+            Some(r) => {
+                r.values.push(value);
+                r.runs.push(self.run);
+            }
             None => fig.rows.push(Row {
                 system: system.to_owned(),
                 values: vec![value],
+                runs: vec![self.run],
                 median: 0.0,
                 min: 0.0,
                 max: 0.0,
                 ratio_to_shmstore: None,
+                ratio_min: None,
+                ratio_max: None,
             }),
         }
     }
@@ -132,9 +147,25 @@ impl Report {
                 r.min = r.values.iter().copied().fold(f64::INFINITY, f64::min);
                 r.max = r.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             }
-            let base = fig.rows.iter().find(|r| r.system == BASE).map(|r| r.median);
+            let Some(base) = fig.rows.iter().find(|r| r.system == BASE).cloned() else {
+                continue;
+            };
             for r in &mut fig.rows {
-                r.ratio_to_shmstore = base.filter(|&b| b > 0.0).map(|b| r.median / b);
+                let ratios: Vec<f64> = r
+                    .runs
+                    .iter()
+                    .zip(&r.values)
+                    .filter_map(|(run, v)| {
+                        let at = base.runs.iter().position(|b| b == run)?;
+                        let b = base.values[at];
+                        (b > 0.0).then(|| v / b)
+                    })
+                    .collect();
+                if !ratios.is_empty() {
+                    r.ratio_to_shmstore = Some(median(&ratios));
+                    r.ratio_min = ratios.iter().copied().reduce(f64::min);
+                    r.ratio_max = ratios.iter().copied().reduce(f64::max);
+                }
             }
         }
     }
@@ -167,10 +198,18 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<fw$}  {:<sw$}  {:>9}  {:>9}  {:>9}  {:<5}  {:>8}  {:>11}",
-            "figure", "system", "median", "min", "max", "unit", "per op", "vs shmstore"
+            "{:<fw$}  {:<sw$}  {:>9}  {:>9}  {:>9}  {:<5}  {:>8}  {:>11}  {:<13}",
+            "figure",
+            "system",
+            "median",
+            "min",
+            "max",
+            "unit",
+            "per op",
+            "vs shmstore",
+            "(per run)"
         );
-        let _ = writeln!(out, "{}", "-".repeat(fw + sw + 75));
+        let _ = writeln!(out, "{}", "-".repeat(fw + sw + 90));
         for fig in &self.figures {
             for r in &fig.rows {
                 let per_op = match fig.unit {
@@ -178,9 +217,15 @@ impl Report {
                     _ => String::new(),
                 };
                 let ratio = r.ratio_to_shmstore.map(format_ratio).unwrap_or_default();
+                let range = match (r.ratio_min, r.ratio_max, r.system == BASE) {
+                    (Some(lo), Some(hi), false) if r.values.len() > 1 => {
+                        format!("{}-{}", format_ratio(lo), format_ratio(hi))
+                    }
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<fw$}  {:<sw$}  {:>9}  {:>9}  {:>9}  {:<5}  {:>8}  {:>11}",
+                    "{:<fw$}  {:<sw$}  {:>9}  {:>9}  {:>9}  {:<5}  {:>8}  {:>11}  {:<13}",
                     fig.figure,
                     r.system,
                     fig.unit.format(r.median),
@@ -188,7 +233,8 @@ impl Report {
                     fig.unit.format(r.max),
                     fig.unit.label(),
                     per_op,
-                    ratio
+                    ratio,
+                    range
                 );
             }
         }
@@ -223,7 +269,13 @@ mod tests {
     #[test]
     fn medians_extremes_and_ratios() {
         let mut r = Report::default();
-        for (s, v) in [(BASE, 10.0), (BASE, 30.0), (BASE, 20.0), ("other", 5.0)] {
+        for (run, s, v) in [
+            (0, BASE, 10.0),
+            (1, BASE, 30.0),
+            (2, BASE, 20.0),
+            (2, "other", 5.0),
+        ] {
+            r.run = run;
             r.add("W1 get", Unit::OpsPerSec, s, v);
         }
         r.finish();
@@ -234,6 +286,26 @@ mod tests {
         );
         assert_eq!(f.rows[1].ratio_to_shmstore, Some(0.25));
         assert!(r.table().contains("W1 get"));
+    }
+
+    #[test]
+    fn ratios_are_taken_within_each_run_then_their_median() {
+        // Both systems slow in run 1: the ratio within each run is 2, though the medians of
+        // the values (20 and 30) are 1.5 apart. A run shmstore missed is not paired.
+        let mut r = Report::default();
+        for (run, base, other) in [(0, 10.0, 20.0), (1, 40.0, 80.0), (2, 20.0, 40.0)] {
+            r.run = run;
+            r.add("W1 get", Unit::OpsPerSec, BASE, base);
+            r.add("W1 get", Unit::OpsPerSec, "other", other);
+        }
+        r.run = 3;
+        r.add("W1 get", Unit::OpsPerSec, "other", 1000.0);
+        r.finish();
+        let other = &r.figures[0].rows[1];
+        assert_eq!(other.median, 60.0);
+        assert_eq!(other.ratio_to_shmstore, Some(2.0));
+        assert_eq!((other.ratio_min, other.ratio_max), (Some(2.0), Some(2.0)));
+        assert!(r.table().contains("2.00x-2.00x"), "{}", r.table());
     }
 
     #[test]

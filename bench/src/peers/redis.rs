@@ -126,7 +126,12 @@ impl Drop for RedisServer {
 }
 
 fn connect_port(port: u16) -> redis::RedisResult<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()
+    use redis::IntoConnectionInfo;
+    // Without Nagle's delay, as a latency-minded client sets it (redis-benchmark does).
+    let info = format!("redis://127.0.0.1:{port}/")
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)?.get_connection()
 }
 
 /// `field:value` from an INFO reply.

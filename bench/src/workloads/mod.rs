@@ -31,16 +31,26 @@ pub struct Ctx<'a> {
     pub report: Report,
     /// Seed of the current run: every system sees the same keys in the same order.
     pub seed: u64,
+    /// The current run (0 first): where the order of the systems starts.
+    pub run: usize,
 }
 
 impl Ctx<'_> {
-    /// The selected systems among those `workload` supports (Redis only with a server).
+    /// The selected systems among those `workload` supports (Redis only with a server), in
+    /// an order that turns by one each run, so that no system is always measured first (on
+    /// a machine still busy with the previous workload) or right after the same neighbour
+    /// (whose freed pages it may reuse).
     pub fn systems(&self, supported: &[System]) -> Vec<System> {
-        supported
+        let mut systems: Vec<System> = supported
             .iter()
             .copied()
             .filter(|s| self.selection.has(*s) && (*s != System::Redis || self.redis.is_some()))
-            .collect()
+            .collect();
+        if !systems.is_empty() {
+            let turn = self.run % systems.len();
+            systems.rotate_left(turn);
+        }
+        systems
     }
 
     /// Runs `workload` once on the Python original, if it was selected and can be imported,

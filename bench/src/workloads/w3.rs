@@ -69,6 +69,13 @@ pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
                 t.misses
             )
         });
+        ctx.check(t.refused == 0, || {
+            format!(
+                "{id} {}: {} puts refused by a store with room for every key",
+                s.label(),
+                t.refused
+            )
+        });
         ctx.report
             .add(&ops, OpsPerSec, s.label_workers(), t.ops_per_sec);
         if let Some(p) = t.p99_ns {
