@@ -72,7 +72,7 @@ pub enum Error {
     /// it). `waited`: how long this call waited, or, for a segment whose creator is gone, how
     /// long it has been left as it is.
     #[error(
-        "store {name:?} was not ready after {waited:?} (its creator may have died while making it); destroy it and create it again"
+        "store {name:?} was not ready after {waited:?} (its creator may have died while making it); destroy it and create it again (Store::open_or_create makes a new store in its place by itself)"
     )]
     NotReady { name: String, waited: Duration },
 
