@@ -81,9 +81,12 @@ pub fn register(m: &Mapping, me: u64, lock: Option<&OwnedFd>) -> Option<usize> {
                 let _ = os::ofd_unlock(fd, lock_byte(i));
             }
         }
-        // Rather than no slot, one without a token (judged by its pid alone): a claimer
-        // that wins it from the process locking it makes that one move on.
-        if let Some(i) = held_elsewhere.into_iter().find(|&i| claim(i, false)) {
+        // Once pruning has not freed a slot with a free byte: rather than no slot, one
+        // without a token (judged by its pid alone); a claimer that wins it from the
+        // process locking it makes that one move on.
+        if round == 1
+            && let Some(i) = held_elsewhere.into_iter().find(|&i| claim(i, false))
+        {
             return Some(i);
         }
         if round == 0 {

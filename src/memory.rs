@@ -6,7 +6,8 @@
 //! [`REFRESH_BYTES`] have been put since the last one; in between, it is estimated from the
 //! bytes put and freed through this handle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use crate::os::coarse_monotonic_ns;
@@ -21,9 +22,11 @@ pub const REFRESH_BYTES: u64 = 64 << 20;
 pub struct MemorySampler {
     /// Bytes put minus bytes freed through this handle since the last refresh.
     drift: AtomicU64,
-    /// When (`os::coarse_monotonic_ns`) the last refresh began; moved by the one thread that
-    /// makes the next.
+    /// When (`os::coarse_monotonic_ns`) the last refresh began.
     at_ns: AtomicU64,
+    /// The fork generation + 1 of the process one of whose threads is refreshing, 0 when
+    /// none is (a value of another generation was copied from a parent mid-refresh: free).
+    refreshing: AtomicU64,
     /// `available` and `total` of the last refresh.
     available: AtomicU64,
     total: AtomicU64,
@@ -54,20 +57,12 @@ impl MemorySampler {
             return 0;
         }
         let drift = self.drift.fetch_add(incoming, Relaxed) + incoming;
-        let at = self.at_ns.load(Relaxed);
         let now = coarse_monotonic_ns();
         let due = self.total.load(Relaxed) == 0
             || drift >= REFRESH_BYTES
-            || now.saturating_sub(at) >= REFRESH_EVERY.as_nanos() as u64;
-        // One thread refreshes: the one that moves the stamp (the others go on with the
-        // figure they have).
-        if due
-            && self
-                .at_ns
-                .compare_exchange(at, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            self.refresh();
+            || now.saturating_sub(self.at_ns.load(Relaxed)) >= REFRESH_EVERY.as_nanos() as u64;
+        if due {
+            self.refresh_once(now);
         }
         if self.unavailable.load(Relaxed) {
             return 0;
@@ -88,14 +83,33 @@ impl MemorySampler {
             .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(bytes)));
     }
 
-    fn refresh(&self) {
-        let Some((available, total)) = read() else {
-            self.unavailable.store(true, Relaxed);
+    /// Refreshes the figures unless another thread of this process is at it (the others go
+    /// on with the figure they have).
+    fn refresh_once(&self, now: u64) {
+        let mine = crate::os::fork_generation() + 1;
+        let held = self.refreshing.load(Relaxed);
+        if held == mine
+            || self
+                .refreshing
+                .compare_exchange(held, mine, Acquire, Relaxed)
+                .is_err()
+        {
             return;
-        };
-        self.available.store(available, Relaxed);
-        self.total.store(total, Relaxed);
-        self.drift.store(0, Relaxed);
+        }
+        self.at_ns.store(now, Relaxed);
+        // What was put before the figures were read is in them; what is put meanwhile stays.
+        let counted = self.drift.load(Relaxed);
+        match read() {
+            Some((available, total)) => {
+                self.available.store(available, Relaxed);
+                self.total.store(total, Relaxed);
+                let _ = self
+                    .drift
+                    .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(counted)));
+            }
+            None => self.unavailable.store(true, Relaxed),
+        }
+        self.refreshing.store(0, Release);
     }
 }
 
@@ -131,6 +145,24 @@ mod tests {
         s.at_ns.store(old, Relaxed);
         assert_eq!(s.shortfall(0.001, 1), 0);
         assert!(s.at_ns.load(Relaxed) > old);
+    }
+
+    #[test]
+    fn one_thread_refreshes_at_a_time_and_a_parent_s_refresh_is_not_waited_for() {
+        let s = MemorySampler::default();
+        assert_eq!(s.shortfall(0.001, 1), 0);
+        s.available.store(0, Relaxed);
+        let stale = coarse_monotonic_ns() - REFRESH_EVERY.as_nanos() as u64;
+        // Another thread of this process is refreshing: this put goes on with the figure.
+        s.refreshing
+            .store(crate::os::fork_generation() + 1, Relaxed);
+        s.at_ns.store(stale, Relaxed);
+        assert!(s.shortfall(0.001, 1) > 0);
+        // A mark left by a thread of a parent process (copied by a fork mid-refresh): free.
+        s.refreshing
+            .store(crate::os::fork_generation() + 7, Relaxed);
+        assert_eq!(s.shortfall(0.001, 1), 0);
+        assert_eq!(s.refreshing.load(Relaxed), 0);
     }
 
     #[test]

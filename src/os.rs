@@ -64,6 +64,8 @@ pub struct FileInfo {
     /// When its data or its metadata last changed (the later of mtime and ctime), as
     /// nanoseconds since the Unix epoch.
     pub changed_ns: u64,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
@@ -80,6 +82,7 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     Ok(FileInfo {
         size: st.st_size as u64,
         changed_ns: ns(st.st_mtime, st.st_mtime_nsec).max(ns(st.st_ctime, st.st_ctime_nsec)),
+        mode: st.st_mode & 0o7777,
     })
 }
 

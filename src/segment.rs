@@ -89,9 +89,11 @@ pub fn create(
     }
     let made = make(&fd, name, geo, init);
     if made.is_err() {
+        // The name first, while the lock still says a creator is at work: released first,
+        // the segment could be taken over ([`take_over`]) and its new store's name removed.
+        let _ = os::shm_unlink(&path);
         // Released for every copy of the descriptor (a child forked meanwhile keeps one).
         let _ = os::flock_release(&fd);
-        let _ = os::shm_unlink(&path);
     }
     made
 }
@@ -116,7 +118,9 @@ pub fn take_over(
     if !os::flock_try_exclusive(&fd).map_err(|e| os_err("flock", name, e))? {
         return Ok(None);
     }
-    // Still unfinished, and nobody else's store, now that the lock is this process's.
+    // Still unfinished, and nobody else's store, now that the lock is this process's: no
+    // process ever had it open (a creator registers once it is ready) and no object was
+    // ever put (a store in use whose `ready` word was overwritten is not wiped).
     let abandoned = (|| {
         let info = os::fstat(&fd).ok()?;
         if info.size < HEADER_SIZE {
@@ -125,14 +129,17 @@ pub fn take_over(
         let map = os::Map::new(&fd, HEADER_SIZE as usize).ok()?;
         let h = Mapping::header_of(&map)?;
         let magic = h.magic.load(Relaxed);
-        Some((magic == 0 || magic == MAGIC) && h.ready.load(Acquire) != READY)
+        Some(
+            (magic == 0 || magic == MAGIC)
+                && h.ready.load(Acquire) != READY
+                && h.puts.load(Relaxed) == 0
+                && h.attach.iter().all(|s| s.owner.load(Relaxed) == 0),
+        )
     })();
     if abandoned != Some(true) {
         let _ = os::flock_release(&fd);
         return Ok(None);
     }
-    // The dead creator's mode, if another user's, stays (only the owner may change it).
-    let _ = os::fchmod(&fd, mode);
     // Zeros throughout, so that nothing of the unfinished store is read as the new one's:
     // by punching holes, not by truncating, since an opener may be reading the header
     // through a mapping of the old size (a page past the end would be a SIGBUS); `make`
@@ -145,8 +152,19 @@ pub fn take_over(
     let made = zeroed
         .map_err(|e| os_err("fallocate (punching the unfinished store)", name, e))
         .and_then(|()| make(&fd, name, geo, init));
-    if made.is_err() {
-        let _ = os::flock_release(&fd);
+    match &made {
+        // The mode asked for; a dead creator of another user's keeps theirs (only the
+        // owner may change it), and the header then says what the file has.
+        Ok(m) => {
+            if os::fchmod(&fd, mode).is_err()
+                && let Ok(info) = os::fstat(&fd)
+            {
+                m.header().mode.store(info.mode, Relaxed);
+            }
+        }
+        Err(_) => {
+            let _ = os::flock_release(&fd);
+        }
     }
     made.map(Some)
 }

@@ -254,6 +254,8 @@ impl Store {
         let capacity = m.geo().arena_len;
         let max_objects = Some(m.geo().max_live());
         let inline_values = m.geo().inline_values() as u32;
+        // The file's, if a take-over could not set the one asked for.
+        let mode = m.header().mode.load(Relaxed);
         Ok(Some(Store::from_mapping(
             name,
             m,
@@ -262,6 +264,7 @@ impl Store {
                 max_objects,
                 inline_values,
                 huge_arena,
+                mode,
                 ..options
             },
         )))

@@ -502,10 +502,22 @@ fn open_or_create_makes_a_new_store_in_place_of_one_its_creator_abandoned() {
         .iter()
         .map(|t| unique_name(t))
         .collect();
+    // And a store in use whose `ready` word was overwritten: not abandoned, never wiped.
+    let in_use = TempStore::new("abandoned-not", opts(8 << 20));
+    in_use.put("kept", &7u32).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(&in_use.name))
+            .unwrap();
+        f.write_all_at(&[0u8; 4], 12).unwrap();
+    }
     let _c: Vec<Cleanup> = names.iter().map(|n| Cleanup(n.clone())).collect();
     let src = TempStore::new("abandoned-src", opts(8 << 20));
     let mut half = std::fs::read(segment_path(&src.name)).unwrap();
     half[12..16].fill(0); // `ready`
+    half[1344..5440].fill(0); // the attach table: a creator registers once the store is ready
     std::fs::write(segment_path(&names[0]), vec![0u8; 10 * 4096]).unwrap();
     std::fs::write(segment_path(&names[1]), &half).unwrap();
     std::fs::write(segment_path(&names[2]), vec![0u8; 10 * 4096]).unwrap();
@@ -519,6 +531,15 @@ fn open_or_create_makes_a_new_store_in_place_of_one_its_creator_abandoned() {
             Err(Error::AlreadyExists(_))
         ));
     }
+    assert!(
+        matches!(
+            Store::open_or_create(&in_use.name, opts(1 << 20)),
+            Err(Error::NotReady { .. })
+        ),
+        "a store in use was taken over"
+    );
+    assert_eq!(in_use.get::<u32>("kept").unwrap(), Some(7));
+    in_use.check().unwrap();
     for name in &names[..2] {
         let s = Store::open_or_create(name, opts(1 << 20)).unwrap();
         assert!(

@@ -714,11 +714,14 @@ fn missing_foreign_and_bad_names_say_so() {
             "{args:?}: {said}"
         );
     }
-    let err = fails(&["stat", m, "--bogus"], 2);
-    assert!(
-        err.starts_with("error:"),
-        "text without --format json: {err}"
-    );
+    for args in [
+        &["stat", m, "--bogus"][..],
+        &["--format", "json", "--format", "text", "stat", m, "--bogus"],
+        &["put", m, "--", "--format", "json"],
+    ] {
+        let err = fails(args, 2);
+        assert!(err.starts_with("error:"), "{args:?}: text, not JSON: {err}");
+    }
 
     // A segment with our prefix but someone else's bytes.
     let junk = Name::new("foreign");

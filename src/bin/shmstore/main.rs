@@ -131,10 +131,17 @@ pub fn others(pids: &[u32]) -> Vec<u32> {
 /// the raw arguments: for a command line that does not parse, whose `format` clap cannot
 /// give.
 fn wants_json(args: &[std::ffi::OsString]) -> bool {
-    args.iter()
-        .zip(args.iter().skip(1))
-        .any(|(a, b)| a == "--format" && b == "json")
-        || args.iter().any(|a| a == "--format=json")
+    // The last `--format` before any `--` decides, as it does for clap.
+    let mut json = false;
+    let mut it = args.iter().skip(1).take_while(|a| *a != "--");
+    while let Some(a) = it.next() {
+        if a == "--format" {
+            json = it.next().is_some_and(|v| v == "json");
+        } else if let Some(v) = a.to_str().and_then(|a| a.strip_prefix("--format=")) {
+            json = v == "json";
+        }
+    }
+    json
 }
 
 fn main() -> ExitCode {
