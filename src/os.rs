@@ -7,7 +7,8 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -306,16 +307,37 @@ unsafe impl Sync for Map {}
 /// `None` where a collapse can only fail, so that no store pads its index (or commits its
 /// arena) for pages it cannot get. Read once per process.
 pub fn huge_page_for_layout() -> Option<usize> {
-    static SHMEM_OK: OnceLock<bool> = OnceLock::new();
+    static SHMEM_OK: AtomicU64 = AtomicU64::new(UNSET);
     let size = reported_huge_page()?;
-    let ok = *SHMEM_OK.get_or_init(|| {
+    let ok = cached(&SHMEM_OK, || {
         let collapse = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .is_ok_and(|release| release_has_collapse(&release));
-        collapse
-            && std::fs::read_to_string(format!("{THP}/shmem_enabled"))
-                .is_ok_and(|shmem| !shmem.contains("[deny]"))
+        u64::from(
+            collapse
+                && std::fs::read_to_string(format!("{THP}/shmem_enabled"))
+                    .is_ok_and(|shmem| !shmem.contains("[deny]")),
+        )
     });
-    ok.then_some(size)
+    (ok == 1).then_some(size)
+}
+
+/// [`cached`]'s mark of a value not computed yet.
+const UNSET: u64 = u64::MAX;
+
+/// The value in `cell`, computed by `f` (never [`UNSET`]) the first time. Not a `OnceLock`:
+/// threads that come at once may each compute it (the same value), and none waits for
+/// another, so a child forked while a parent's thread was computing it cannot be left
+/// waiting for good.
+fn cached(cell: &AtomicU64, f: impl FnOnce() -> u64) -> u64 {
+    match cell.load(Relaxed) {
+        UNSET => {
+            let v = f();
+            debug_assert_ne!(v, UNSET);
+            cell.store(v, Relaxed);
+            v
+        }
+        v => v,
+    }
 }
 
 /// Whether a kernel of release `release` (`uname -r`: "6.18.44-fc", "5.15.0-91-generic")
@@ -337,13 +359,16 @@ const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 /// The huge page size the kernel reports (`hpage_pmd_size`), read once; `None` without
 /// transparent huge pages, or with a figure no mapping could use.
 fn reported_huge_page() -> Option<usize> {
-    static SIZE: OnceLock<Option<usize>> = OnceLock::new();
-    *SIZE.get_or_init(|| {
+    static SIZE: AtomicU64 = AtomicU64::new(UNSET);
+    // 0 for none.
+    let size = cached(&SIZE, || {
         std::fs::read_to_string(format!("{THP}/hpage_pmd_size"))
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .filter(|&n| n.is_power_of_two() && n > page_size() && n <= 1 << 30)
-    })
+            .map_or(0, |n| n as u64)
+    });
+    (size != 0).then_some(size as usize)
 }
 
 /// The size of the huge pages a file's pages can be collapsed into (a PMD's reach: 2 MiB on
@@ -356,15 +381,15 @@ pub fn huge_page() -> usize {
 
 /// The size of a page (`sysconf(_SC_PAGESIZE)`; 4 KiB if it does not say).
 pub fn page_size() -> usize {
-    static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE.get_or_init(|| {
+    static SIZE: AtomicU64 = AtomicU64::new(UNSET);
+    cached(&SIZE, || {
         // SAFETY: sysconf reads a system constant; no pointers.
         let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         usize::try_from(n)
             .ok()
             .filter(|n| n.is_power_of_two())
-            .unwrap_or(4096)
-    })
+            .unwrap_or(4096) as u64
+    }) as usize
 }
 
 impl Map {
@@ -699,8 +724,8 @@ const KIND_OFFSET: usize = 16;
 /// The kind word of a mutex made by [`mutex_init`], learnt from one made here.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 fn expected_kind() -> i32 {
-    static KIND: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    *KIND.get_or_init(|| {
+    static KIND: AtomicU64 = AtomicU64::new(UNSET);
+    cached(&KIND, || {
         // SAFETY: an all-zero pthread_mutex_t is valid storage for pthread_mutex_init.
         let mut m: libc::pthread_mutex_t = unsafe { std::mem::zeroed() };
         // SAFETY: `m` is a local no other thread sees; it is destroyed below.
@@ -711,8 +736,8 @@ fn expected_kind() -> i32 {
         };
         // SAFETY: `m` was initialised above and is not locked.
         unsafe { libc::pthread_mutex_destroy(&mut m) };
-        kind
-    })
+        u64::from(kind as u32)
+    }) as u32 as i32
 }
 
 /// Whether a shared mutex still has the kind [`mutex_init`] gave it. glibc asserts (aborting
@@ -922,12 +947,30 @@ extern "C" fn after_fork_in_child() {
 }
 
 fn track_forks() {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: the handler only stores to atomics, which is async-signal-safe, as a handler
-        // run in the child after fork must be.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    // 0: not registered; `u64::MAX`: registered; else the pid of the process one of whose
+    // threads is registering it (not a `Once`: a child forked while a parent's thread was
+    // in it would wait for good; a mark of another pid was copied by such a fork).
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let state = STATE.load(Acquire);
+        if state == u64::MAX {
+            return;
+        }
+        let me = u64::from(std::process::id());
+        if state == me {
+            std::thread::yield_now();
+            continue;
+        }
+        if STATE.compare_exchange(state, me, AcqRel, Acquire).is_ok() {
+            // SAFETY: the handler only stores to atomics, which is async-signal-safe, as a
+            // handler run in the child after fork must be. (Registered twice, by a child
+            // whose parent had registered it just before the fork, it counts each fork
+            // twice: the generation still changes, which is all it is for.)
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            STATE.store(u64::MAX, Release);
+            return;
+        }
+    }
 }
 
 /// A number that changes in a child process after every `fork()` (through `fork` or
