@@ -23,6 +23,14 @@ for n in frames thumbs scratch tmp halfmade junk bad; do
         exit 2
     fi
 done
+# The document runs a bare `shmstore gc`, which removes every store of this user that no
+# live process has open: only on a machine where no other store exists.
+others=$(ls /dev/shm 2>/dev/null | grep '^shmstore\.' || true)
+if [ -n "$others" ]; then
+    echo "other stores exist in /dev/shm (the transcript's \`shmstore gc\` could remove them):" >&2
+    echo "$others" >&2
+    exit 2
+fi
 shmstore() { "$BIN" "$@"; }
 export -f shmstore 2>/dev/null || true
 export BIN

@@ -855,5 +855,45 @@ fn stat_shows_who_holds_the_lock() {
     assert!(s["fragmentation"].is_null());
     let pid = std::process::id();
     assert!(text.contains(&format!("held by pid {pid} for")), "{text}");
+    assert_eq!(s["lock"]["holder_gone"], false);
+    assert_eq!(json(&["stat", n.as_str()])["lock"]["state"], "free");
+
+    // A holder killed while it holds the lock: stat says so and runs the check, which
+    // recovers the store.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for pipe to fill.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let [rx, tx] = fds;
+    let name = n.as_str().to_owned();
+    // SAFETY: the child only opens the store, takes its lock, writes one byte to the pipe
+    // and sleeps until killed; it never returns into the test harness.
+    let kid = unsafe { libc::fork() };
+    assert!(kid >= 0);
+    if kid == 0 {
+        let store = Store::open(&name).unwrap();
+        let _ = store.get_with("k", |_| {
+            // SAFETY: writes one byte from a live buffer to the pipe.
+            unsafe { libc::write(tx, b"x".as_ptr().cast(), 1) };
+            std::thread::sleep(Duration::from_secs(60));
+        });
+        // SAFETY: ends the child without unwinding into the harness.
+        unsafe { libc::_exit(1) };
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reads one byte from the pipe into a live buffer.
+    assert_eq!(unsafe { libc::read(rx, byte.as_mut_ptr().cast(), 1) }, 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: `kid` is this test's unreaped child.
+    unsafe {
+        libc::kill(kid, libc::SIGKILL);
+        libc::waitpid(kid, std::ptr::null_mut(), 0);
+        libc::close(rx);
+        libc::close(tx);
+    }
+    let s = json(&["stat", n.as_str()]);
+    assert_eq!(s["lock"]["pid"], kid, "{s}");
+    assert_eq!(s["lock"]["holder_gone"], true, "{s}");
+    assert_eq!(s["check"]["state"], "ok", "{s}");
+    assert_eq!(s["recoveries"], 1, "{s}");
     assert_eq!(json(&["stat", n.as_str()])["lock"]["state"], "free");
 }
