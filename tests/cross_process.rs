@@ -245,6 +245,33 @@ fn fork_worker(store: &Store, me: usize, parent: u32) -> Result<(), String> {
 /// Kills and reaps forked children that have not been reaped (when the test fails early).
 struct Forked(Vec<libc::pid_t>);
 
+impl Forked {
+    /// Reaps every child, in order, with a watchdog; fails the test unless each exited with
+    /// status 0. `what` names them in messages.
+    fn reap_all(&mut self, what: &str) {
+        let start = Instant::now();
+        while let Some(&pid) = self.0.first() {
+            let mut status = 0;
+            // SAFETY: `pid` is an unreaped child; `status` is a valid out-pointer.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            assert!(rc >= 0, "waitpid: {}", std::io::Error::last_os_error());
+            if rc == 0 {
+                assert!(
+                    start.elapsed() < WATCHDOG,
+                    "watchdog: {what} {pid} still running (killed on drop)"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            self.0.remove(0);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "{what} {pid} failed (wait status {status:#x}; its message is on stderr)"
+            );
+        }
+    }
+}
+
 impl Drop for Forked {
     fn drop(&mut self) {
         for &pid in &self.0 {
@@ -301,27 +328,7 @@ fn forked_children_use_the_inherited_handle() {
         forked.0.push(pid);
     }
     let workers = forked.0.clone();
-    // Reap every worker, with a watchdog.
-    let start = Instant::now();
-    while let Some(&pid) = forked.0.first() {
-        let mut status = 0;
-        // SAFETY: `pid` is an unreaped child; `status` is a valid out-pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        assert!(rc >= 0, "waitpid: {}", std::io::Error::last_os_error());
-        if rc == 0 {
-            assert!(
-                start.elapsed() < WATCHDOG,
-                "watchdog: forked worker {pid} still running (killed on drop)"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
-        }
-        forked.0.remove(0);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "forked worker {pid} failed (wait status {status:#x}; its message is on stderr)"
-        );
-    }
+    forked.reap_all("forked worker");
     // The children have exited (and one dropped a handle of its own): the store is intact.
     assert!(
         shmstore::valid(&s.name),
@@ -407,26 +414,8 @@ fn children_forked_while_other_threads_put_do_not_hang() {
             forked.0.push(pid);
             std::thread::sleep(Duration::from_millis(2));
         }
-        let start = Instant::now();
-        while let Some(&pid) = forked.0.first() {
-            let mut status = 0;
-            // SAFETY: `pid` is an unreaped child; `status` is a valid out-pointer.
-            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            assert!(rc >= 0, "waitpid: {}", std::io::Error::last_os_error());
-            if rc == 0 {
-                assert!(
-                    start.elapsed() < WATCHDOG,
-                    "watchdog: forked child {pid} hangs (killed on drop)"
-                );
-                std::thread::sleep(Duration::from_millis(2));
-                continue;
-            }
-            forked.0.remove(0);
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "forked child {pid} failed (wait status {status:#x})"
-            );
-        }
+        // A child that hangs is killed by the watchdog and fails the test.
+        forked.reap_all("forked child");
     });
     s.check().unwrap();
 }
