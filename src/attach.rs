@@ -182,7 +182,7 @@ fn alive(pid: u32, start: u64) -> bool {
 fn prune(m: &Mapping) {
     let judge = Judge::new(m);
     for i in 0..m.header().attach.len() {
-        judge.prune_slot(m, i);
+        judge.prune_slot(i);
     }
 }
 
@@ -192,7 +192,7 @@ fn prune(m: &Mapping) {
 pub fn prune_slots(m: &Mapping, which: impl Fn(usize) -> bool) {
     let judge = Judge::new(m);
     for i in (0..m.header().attach.len()).filter(|&i| which(i)) {
-        judge.prune_slot(m, i);
+        judge.prune_slot(i);
     }
 }
 
@@ -225,8 +225,8 @@ impl Judge<'_> {
     }
 
     /// Clears slot `i` if its owner is gone.
-    fn prune_slot(&self, m: &Mapping, i: usize) {
-        let Some(slot) = m.header().attach.get(i) else {
+    fn prune_slot(&self, i: usize) {
+        let Some(slot) = self.m.header().attach.get(i) else {
             return;
         };
         let word = slot.owner.load(Acquire);

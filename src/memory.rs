@@ -1,7 +1,7 @@
 //! How much memory the machine (or the container) has available, sampled on a budget.
 //!
-//! A refresh reads /proc/meminfo and the cgroup files (tens of µs, ~100 here); a put must cost well
-//! under a microsecond. So a figure is refreshed by the first put at least [`REFRESH_EVERY`]
+//! A refresh reads /proc/meminfo and the cgroup files (tens of µs, ~100 here); a put must
+//! cost well under a microsecond. So a figure is refreshed by the first put at least [`REFRESH_EVERY`]
 //! after the last refresh (each put reads the coarse clock, a few ns), or once
 //! [`REFRESH_BYTES`] have been put since the last one; in between, it is estimated from the
 //! bytes put and freed through this handle.
@@ -76,7 +76,7 @@ impl MemorySampler {
         want.saturating_sub(available)
     }
 
-    /// Credits bytes freed (evicted or removed) through this handle.
+    /// Credits bytes freed (evicted or removed) through this handle, or counted by a refresh.
     pub fn freed(&self, bytes: u64) {
         let _ = self
             .drift
@@ -103,9 +103,7 @@ impl MemorySampler {
             Some((available, total)) => {
                 self.available.store(available, Relaxed);
                 self.total.store(total, Relaxed);
-                let _ = self
-                    .drift
-                    .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(counted)));
+                self.freed(counted);
             }
             None => self.unavailable.store(true, Relaxed),
         }

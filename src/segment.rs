@@ -121,30 +121,29 @@ pub fn take_over(
     // Still unfinished, and nobody else's store, now that the lock is this process's: no
     // process ever had it open (a creator registers once it is ready) and no object was
     // ever put (a store in use whose `ready` word was overwritten is not wiped).
+    // Its size, if so.
     let abandoned = (|| {
-        let info = os::fstat(&fd).ok()?;
-        if info.size < HEADER_SIZE {
-            return Some(info.size == 0);
+        let size = os::fstat(&fd).ok()?.size;
+        if size < HEADER_SIZE {
+            return (size == 0).then_some(size);
         }
         let map = os::Map::new(&fd, HEADER_SIZE as usize).ok()?;
         let h = Mapping::header_of(&map)?;
         let magic = h.magic.load(Relaxed);
-        Some(
-            (magic == 0 || magic == MAGIC)
-                && h.ready.load(Acquire) != READY
-                && h.puts.load(Relaxed) == 0
-                && h.attach.iter().all(|s| s.owner.load(Relaxed) == 0),
-        )
+        ((magic == 0 || magic == MAGIC)
+            && h.ready.load(Acquire) != READY
+            && h.puts.load(Relaxed) == 0
+            && h.attach.iter().all(|s| s.owner.load(Relaxed) == 0))
+        .then_some(size)
     })();
-    if abandoned != Some(true) {
+    let Some(size) = abandoned else {
         let _ = os::flock_release(&fd);
         return Ok(None);
-    }
+    };
     // Zeros throughout, so that nothing of the unfinished store is read as the new one's:
     // by punching holes, not by truncating, since an opener may be reading the header
     // through a mapping of the old size (a page past the end would be a SIGBUS); `make`
     // then sets the new size, never below a header.
-    let size = os::fstat(&fd).map_err(|e| os_err("fstat", name, e))?.size;
     let zeroed = match size {
         0 => Ok(()),
         _ => os::punch_hole(&fd, 0, size),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Corruption, Error, Result};
 use crate::index::{self, Found};
-use crate::layout::{FLAG_HUGE_ARENA, LIVE, NIL, UNIT, block_units, data_off};
+use crate::layout::{FLAG_HUGE_ARENA, Geometry, LIVE, NIL, UNIT, block_units, data_off};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
@@ -183,6 +183,48 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The geometry a store of `options` gets, and whether its arena can be committed in huge
+/// pages: the flag is recorded only where it can apply, so that the store does not report
+/// what it cannot do (an arena under 64 MiB, no huge pages for shared memory).
+fn planned(options: &Options) -> Result<(Geometry, bool)> {
+    let geo = options.geometry()?;
+    let huge_arena = options.huge_arena && arena::huge_step_for(geo.arena_len).is_some();
+    Ok((geo, huge_arena))
+}
+
+/// Fills the header of a new segment (not published yet) with `options`.
+fn init_header(m: &Mapping, name: &str, options: &Options, huge_arena: bool) -> Result<()> {
+    let h = m.header();
+    let seed = random_seed();
+    h.seed[0].store(seed[0], Relaxed);
+    h.seed[1].store(seed[1], Relaxed);
+    h.capacity.store(options.capacity, Relaxed);
+    h.min_free_bits
+        .store(options.min_free_mem_pct.to_bits(), Relaxed);
+    h.lock_timeout_ns.store(
+        options.lock_timeout.as_nanos().min(u64::MAX as u128) as u64,
+        Relaxed,
+    );
+    h.put_policy.store(options.put_policy.to_raw(), Relaxed);
+    h.mode.store(options.mode, Relaxed);
+    h.flags
+        .store(if huge_arena { FLAG_HUGE_ARENA } else { 0 }, Relaxed);
+    h.creator_pid.store(crate::os::pid(), Relaxed);
+    h.created_ns.store(crate::os::realtime_ns(), Relaxed);
+    h.lru_head.store(NIL, Relaxed);
+    h.lru_tail.store(NIL, Relaxed);
+    for head in h.free_heads.iter() {
+        head.store(NIL, Relaxed);
+    }
+    // SAFETY: the segment is not published yet (`ready` is unset), so no other process uses
+    // the mutex's bytes; they lie inside the header.
+    unsafe { crate::os::mutex_init(h.mutex.get()) }.map_err(|source| Error::Os {
+        op: "pthread_mutex_init",
+        name: name.to_owned(),
+        source,
+    })
+}
+
 fn random_seed() -> [u64; 2] {
     use std::hash::{BuildHasher, Hasher};
     // RandomState draws from the OS's random source once per process and varies per instance.
@@ -199,75 +241,22 @@ fn random_seed() -> [u64; 2] {
 impl Store {
     /// Creates a store; `Error::AlreadyExists` if the name is taken.
     pub fn create(name: &str, options: Options) -> Result<Store> {
-        Store::make(name, options, false).map(|made| made.expect("a new segment is made"))
+        let (geo, huge_arena) = planned(&options)?;
+        let m = segment::create(name, geo, options.mode, |m| {
+            init_header(m, name, &options, huge_arena)
+        })?;
+        Store::made(name, m)
     }
 
-    /// Creates a store under a new name, or (`take_over`) in place of a segment whose creator
-    /// died before it was ready (`None` if it turns out not to be one: see
-    /// `segment::take_over`).
-    fn make(name: &str, options: Options, take_over: bool) -> Result<Option<Store>> {
-        let geo = options.geometry()?;
-        // Recorded only where it can apply, so that the store does not report what it
-        // cannot do (an arena under 64 MiB, no huge pages for shared memory).
-        let huge_arena = options.huge_arena && arena::huge_step_for(geo.arena_len).is_some();
-        let init = |m: &Mapping| {
-            let h = m.header();
-            let seed = random_seed();
-            h.seed[0].store(seed[0], Relaxed);
-            h.seed[1].store(seed[1], Relaxed);
-            h.capacity.store(options.capacity, Relaxed);
-            h.min_free_bits
-                .store(options.min_free_mem_pct.to_bits(), Relaxed);
-            h.lock_timeout_ns.store(
-                options.lock_timeout.as_nanos().min(u64::MAX as u128) as u64,
-                Relaxed,
-            );
-            h.put_policy.store(options.put_policy.to_raw(), Relaxed);
-            h.mode.store(options.mode, Relaxed);
-            h.flags
-                .store(if huge_arena { FLAG_HUGE_ARENA } else { 0 }, Relaxed);
-            h.creator_pid.store(crate::os::pid(), Relaxed);
-            h.created_ns.store(crate::os::realtime_ns(), Relaxed);
-            h.lru_head.store(NIL, Relaxed);
-            h.lru_tail.store(NIL, Relaxed);
-            for head in h.free_heads.iter() {
-                head.store(NIL, Relaxed);
-            }
-            // SAFETY: the segment is not published yet (`ready` is unset), so no other process
-            // uses the mutex's bytes; they lie inside the header.
-            unsafe { crate::os::mutex_init(h.mutex.get()) }.map_err(|source| Error::Os {
-                op: "pthread_mutex_init",
-                name: name.to_owned(),
-                source,
-            })
-        };
-        let m = if take_over {
-            match segment::take_over(name, geo, options.mode, init)? {
-                Some(m) => m,
-                None => return Ok(None),
-            }
-        } else {
-            segment::create(name, geo, options.mode, init)?
-        };
-        // What the store really holds (whole pages of arena, a few more objects than asked
-        // to a whole cache line of index), as `open` and `stats` report it.
-        let capacity = m.geo().arena_len;
-        let max_objects = Some(m.geo().max_live());
-        let inline_values = m.geo().inline_values() as u32;
-        // The file's, if a take-over could not set the one asked for.
-        let mode = m.header().mode.load(Relaxed);
-        Ok(Some(Store::from_mapping(
-            name,
-            m,
-            Options {
-                capacity,
-                max_objects,
-                inline_values,
-                huge_arena,
-                mode,
-                ..options
-            },
-        )))
+    /// Creates a store in place of a segment whose creator died before it was ready; `None`
+    /// if it turns out not to be one (see `segment::take_over`).
+    fn take_over(name: &str, options: Options) -> Result<Option<Store>> {
+        let (geo, huge_arena) = planned(&options)?;
+        segment::take_over(name, geo, options.mode, |m| {
+            init_header(m, name, &options, huge_arena)
+        })?
+        .map(|m| Store::made(name, m))
+        .transpose()
     }
 
     /// Opens an existing store by name, from any process of a user allowed to (mode 0600:
@@ -276,7 +265,14 @@ impl Store {
     /// can take longer); not at all for one whose creator is gone and that was left
     /// unfinished for 3 s.
     pub fn open(name: &str) -> Result<Store> {
-        let m = segment::open(name)?;
+        Store::made(name, segment::open(name)?)
+    }
+
+    /// A handle on a segment that is ready, with the options its header records: what the
+    /// store really holds (whole pages of arena, a few more objects than asked to a whole
+    /// cache line of index, `huge_arena` only where it applies, the file's mode), the same
+    /// from every handle.
+    fn made(name: &str, m: Mapping) -> Result<Store> {
         let h = m.header();
         let corrupt = |why: &str| Error::Corrupt {
             name: name.to_owned(),
@@ -315,7 +311,7 @@ impl Store {
             match Store::open(name) {
                 Err(Error::NotFound(_)) => continue, // destroyed in between: create again
                 Err(Error::NotReady { .. }) => {
-                    if let Some(s) = Store::make(name, options, true)? {
+                    if let Some(s) = Store::take_over(name, options)? {
                         return Ok(s);
                     }
                     // Taken over by another process (its lock held while it works: the
@@ -1160,6 +1156,13 @@ mod tests {
     /// Lists a process that has exited, of pid namespace `ns`, in a free attach slot, with a
     /// read in flight in lane `lane`: as a reader killed mid-read leaves it. Returns the slot's
     /// index, the slot and the pid.
+    /// A pid namespace id other than this process's (`None` where it cannot be told).
+    fn another_namespace() -> Option<u32> {
+        crate::os::pid_namespace()
+            .id
+            .map(|n| n.wrapping_add(1).max(1))
+    }
+
     fn reader_gone_mid_read(
         s: &Store,
         ns: Option<u32>,
@@ -1215,8 +1218,7 @@ mod tests {
         // A process of another pid namespace (a container sharing /dev/shm) mid-read: its
         // pid names nothing here, or another process.
         let here = crate::os::pid_namespace().id;
-        let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
-        let (i, slot, meaningless) = reader_gone_mid_read(s, elsewhere, 3);
+        let (i, slot, meaningless) = reader_gone_mid_read(s, another_namespace(), 3);
         let h = s.inner.m.header();
         for i in 0..16u8 {
             assert!(s.remove(&format!("big{i}")).unwrap());
@@ -1246,9 +1248,7 @@ mod tests {
         let (empty, full) = fill(s);
         // A process of another pid namespace mid-read, holding its slot's lock through an
         // open file description of its own (here: one this process opens for it).
-        let here = crate::os::pid_namespace().id;
-        let elsewhere = here.map(|n| n.wrapping_add(1).max(1));
-        let (i, slot, pid) = reader_gone_mid_read(s, elsewhere, 2);
+        let (i, slot, pid) = reader_gone_mid_read(s, another_namespace(), 2);
         let its_fd = crate::os::reopen(s.inner.m.fd()).unwrap();
         assert!(crate::os::ofd_try_lock(&its_fd, attach::lock_byte(i)).unwrap());
         slot.liveness.store(0x5eed_0001, Relaxed);
@@ -1296,8 +1296,7 @@ mod tests {
         // Its slot taken from it (as if pruned and claimed by a process of another pid
         // namespace): it registers again on its next operation, in another slot, with a new
         // token, and lets go of the old slot's lock.
-        let here = crate::os::pid_namespace().id;
-        let stranger = attach::owner(12345, here.map(|n| n.wrapping_add(1).max(1)));
+        let stranger = attach::owner(12345, another_namespace());
         slot.liveness.store(0, Relaxed);
         slot.start.store(0, Relaxed);
         slot.owner.store(stranger, Relaxed);

@@ -425,14 +425,19 @@ fn open_in_thread(name: &str) -> std::thread::JoinHandle<(shmstore::Result<Store
     std::thread::spawn(move || (Store::open(&name), t.elapsed()))
 }
 
+/// A segment as a creator leaves it when it dies right after sizing it: ten pages (a
+/// header's length) of zeros; removed when the guard is dropped.
+fn unfinished_segment(name: &str) -> Cleanup {
+    std::fs::write(segment_path(name), vec![0u8; 10 * 4096]).unwrap();
+    Cleanup(name.to_owned())
+}
+
 #[test]
 fn an_unfinished_store_is_not_ready() {
     // A creator that died after shm_open: the segment exists but is all zeros.
     let name = unique_name("unready");
     let path = segment_path(&name);
-    let _c = Cleanup(name.clone());
-    // As long as a header (ten pages): the size a creator sets before it writes anything.
-    std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
+    let _c = unfinished_segment(&name);
     // A creator at work holds the segment's flock (it may spend seconds reserving a large
     // index): an opener waits for it past the usual 3 s, however old the segment, and
     // gives up once the lock comes free with the segment still unfinished.
@@ -513,14 +518,13 @@ fn open_or_create_makes_a_new_store_in_place_of_one_its_creator_abandoned() {
             .unwrap();
         f.write_all_at(&[0u8; 4], 12).unwrap();
     }
-    let _c: Vec<Cleanup> = names.iter().map(|n| Cleanup(n.clone())).collect();
+    let _c = [&names[0], &names[2]].map(|n| unfinished_segment(n));
+    let _half = Cleanup(names[1].clone());
     let src = TempStore::new("abandoned-src", opts(8 << 20));
     let mut half = std::fs::read(segment_path(&src.name)).unwrap();
     half[12..16].fill(0); // `ready`
     half[1344..5440].fill(0); // the attach table: a creator registers once the store is ready
-    std::fs::write(segment_path(&names[0]), vec![0u8; 10 * 4096]).unwrap();
     std::fs::write(segment_path(&names[1]), &half).unwrap();
-    std::fs::write(segment_path(&names[2]), vec![0u8; 10 * 4096]).unwrap();
     // Abandoned: its lock free and the segment unchanged for 3 s.
     std::thread::sleep(Duration::from_millis(3100));
     for name in &names {
@@ -580,10 +584,8 @@ fn an_opener_gives_up_on_a_creator_stuck_at_work_after_30_s() {
     // child that lives on): the opener waits the whole 30 s, then says so (not NotReady:
     // the store may yet be finished).
     let name = unique_name("stuck");
-    let path = segment_path(&name);
-    let _c = Cleanup(name.clone());
-    std::fs::write(&path, vec![0u8; 10 * 4096]).unwrap();
-    let creator = hold_creator_lock(&path);
+    let _c = unfinished_segment(&name);
+    let creator = hold_creator_lock(&segment_path(&name));
     let (opened, took) = open_in_thread(&name).join().unwrap();
     match opened {
         Err(e @ Error::StillCreating { .. }) => {
