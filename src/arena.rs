@@ -535,6 +535,45 @@ fn add_units(a: u32, b: u32) -> Result<u32, Corruption> {
 /// a removal), merging it with free neighbours and giving it back to the wilderness when it is
 /// the last block.
 pub fn free(l: &Locked, unit: u32) -> Result<(), Corruption> {
+    release(l, unit, true).map(|_| ())
+}
+
+/// [`free`], keeping every page that is there (none is given back to the system): for a
+/// block about to be reused at once. Returns the region it became part of.
+pub fn free_keeping_pages(l: &Locked, unit: u32) -> Result<Region, Corruption> {
+    release(l, unit, false)
+}
+
+/// Where live block `unit` would leave room if it were freed now, merged with its free
+/// neighbours (and with the wilderness if that makes it the last block): the first byte of
+/// that room and its length. What [`free`] then makes of it starts there, so an allocation
+/// from it (see [`free_keeping_pages`]) begins there too.
+pub fn room_if_freed(m: &Mapping, unit: u32) -> Result<(u64, u64), Corruption> {
+    let b = m.block(unit)?;
+    let mut start = unit as u64;
+    let mut end = unit as u64 + b.size.load(Relaxed) as u64;
+    let mut last = next_phys(m, unit, b).is_none();
+    if let Some(n) = next_phys(m, unit, b) {
+        let nb = m.block(n)?;
+        if nb.state.load(Relaxed) == FREE {
+            end = n as u64 + nb.size.load(Relaxed) as u64;
+            last = next_phys(m, n, nb).is_none();
+        }
+    }
+    let ps = b.prev_size.load(Relaxed);
+    if ps != 0
+        && let Some(p) = unit.checked_sub(ps)
+        && m.block(p)?.state.load(Relaxed) == FREE
+    {
+        start = p as u64;
+    }
+    if last {
+        end = end.max(m.geo().arena_len / UNIT);
+    }
+    Ok((start * UNIT, (end - start) * UNIT))
+}
+
+fn release(l: &Locked, unit: u32, give_back: bool) -> Result<Region, Corruption> {
     let m: &Mapping = l;
     let h = m.header();
     let mut unit = unit;
@@ -583,8 +622,11 @@ pub fn free(l: &Locked, unit: u32) -> Result<(), Corruption> {
     match next_phys(m, unit, b) {
         Some(n) => {
             m.block(n)?.prev_size.store(b.size.load(Relaxed), Relaxed);
-            punch_free_block(l, unit, b, holes, freed);
-            push_free(m, unit)
+            if give_back {
+                punch_free_block(l, unit, b, holes, freed);
+            }
+            push_free(m, unit)?;
+            Ok(Region::Block(unit))
         }
         None => {
             // The last block: back to the wilderness. Pages inside it may have been given
@@ -602,8 +644,10 @@ pub fn free(l: &Locked, unit: u32) -> Result<(), Corruption> {
             let prev = b.prev_size.load(Relaxed);
             h.last_units
                 .store(if unit == 0 { 0 } else { prev }, Relaxed);
-            shrink_committed(l, backed_to);
-            Ok(())
+            if give_back {
+                shrink_committed(l, backed_to);
+            }
+            Ok(Region::Wilderness)
         }
     }
 }

@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Corruption, Error, Result};
 use crate::index::{self, Found};
-use crate::layout::{FLAG_HUGE_ARENA, Geometry, LIVE, NIL, UNIT, block_units, data_off};
+use crate::layout::{
+    FLAG_HUGE_ARENA, Geometry, LIVE, MIN_BLOCK_UNITS, NIL, UNIT, block_units, data_off,
+};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
@@ -527,8 +529,6 @@ impl Store {
             let hash = early.under(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
             let mut freed = 0u64;
-            // Set once the object under this key was removed to make room for its successor.
-            let mut lost_old = false;
             // A refusal after /dev/shm (or the memory cgroup) refused memory is for that,
             // whatever limit came next.
             let no_room = NoRoom::now();
@@ -596,27 +596,27 @@ impl Store {
                 if strict {
                     return refuse(freed, Refusal::StoreFull);
                 }
-                match (lru::victim(l, old.map(|f| f.unit))?, old) {
-                    (Some(v), _) => freed += self.evict(l, v)?,
-                    // Only the object being replaced is left, and the new value does not fit
-                    // beside it. Once it is gone the arena is empty and the new block goes
-                    // at its start: reserve that space while the old object is still
-                    // intact, so that a full /dev/shm refuses the put instead of losing it.
-                    (None, Some(f)) => {
-                        let start = l.geo().arena_off;
-                        if crate::os::fallocate(l.fd(), start, units * UNIT).is_err() {
-                            return refuse(freed, Refusal::ShmFull);
+                // Rather than evict others, free the object being replaced when its room
+                // takes the new block (so, at the latest, when it is the last object left).
+                if let Some(f) = old {
+                    match reuse_replaced(l, f, units)? {
+                        Reused::No => {}
+                        Reused::At { unit, freed: bytes } => {
+                            freed += bytes;
+                            old = None;
+                            break unit;
                         }
-                        freed += unlink_entry(l, f)?;
-                        old = None;
-                        lost_old = true;
+                        Reused::Lost { freed: bytes } => {
+                            return Ok((Put::Refused(Refusal::ShmFull), freed + bytes, true));
+                        }
                     }
-                    (None, None) if lost_old => {
-                        return Ok((Put::Refused(Refusal::ShmFull), freed, true));
-                    }
-                    // Nothing left to evict and still no room, for an object no larger
-                    // than the arena: /dev/shm refused the memory.
-                    (None, None) => return refuse(freed, Refusal::ShmFull),
+                }
+                match lru::victim(l, old.map(|f| f.unit))? {
+                    Some(v) => freed += self.evict(l, v)?,
+                    // Nothing left to evict (but the object being replaced, whose room was
+                    // then the whole arena) and still no room, for an object no larger than
+                    // the arena: /dev/shm refused the memory.
+                    None => return refuse(freed, Refusal::ShmFull),
                 }
             };
             write_block(l, unit, key.as_bytes(), value)?;
@@ -654,10 +654,11 @@ impl Store {
         let unstored = if put.stored() { 0 } else { units * UNIT };
         self.inner.memory.freed(freed + unstored);
         if lost_old {
-            // The space reserved for it was taken by another process in between: rare, and
-            // not a refusal (the old object is gone), so an error.
+            // The old object's room, whose pages were reserved and kept, could not be
+            // allocated after all (nothing known does this): not a refusal (the old object
+            // is gone), so an error.
             return Err(Error::Os {
-                op: "reserving memory for a new value after removing the old one under its key",
+                op: "allocating a new value in the room of the old one under its key",
                 name: self.inner.name.clone(),
                 source: std::io::Error::from_raw_os_error(libc::ENOSPC),
             });
@@ -869,14 +870,28 @@ fn write_block(l: &Locked, unit: u32, key: &[u8], value: &[u8]) -> Result<(), Co
 /// Removes an entry: marks its block free (the commit point), then drops it from the index,
 /// the LRU list and the counts. Returns the bytes freed.
 fn unlink_entry(l: &Locked, found: Found) -> Result<u64, Corruption> {
+    forget(l, found);
+    retire(l, found.unit)
+}
+
+/// Drops an entry from the index and the object count (its block is the caller's).
+fn forget(l: &Locked, found: Found) {
     index::remove(l, found);
     fault!();
     l.sub_held(&l.header().objects, 1);
-    retire(l, found.unit)
 }
 
 /// Frees a block that has left the index.
 fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
+    let size = leave(l, unit)?;
+    arena::free(l, unit)?;
+    fault!();
+    Ok(size)
+}
+
+/// Marks a block that has left the index free (the commit point) and takes it off the LRU
+/// list and the byte counts; the allocator's part is the caller's. Returns its bytes.
+fn leave(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     let h = l.header();
     let b = l.block(unit)?;
     let size = b.size.load(Relaxed) as u64 * UNIT;
@@ -889,9 +904,45 @@ fn retire(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     // give pages back. (`objects` is the caller's: a replacement does not change it.)
     l.sub_held(&h.used_bytes, size);
     l.sub_held(&h.value_bytes, val);
-    arena::free(l, unit)?;
-    fault!();
     Ok(size)
+}
+
+/// What [`reuse_replaced`] did.
+enum Reused {
+    /// Nothing: the old block does not make room, or /dev/shm cannot back the new one.
+    No,
+    /// The old object is gone (its bytes); the new block of the requested size is `unit`.
+    At { unit: u32, freed: u64 },
+    /// The old object is gone (its bytes), but its room was refused after all.
+    Lost { freed: u64 },
+}
+
+/// A rotate-mode replacement whose new value does not fit beside the object it replaces:
+/// when freeing that object alone makes room (its block and the free space around it), free
+/// it and allocate the new block there, rather than evict other objects so as to keep both
+/// until the new value is written. A stop in between leaves the key without a value, as if
+/// the put had evicted it (docs/design.md, "Recovery"). The pages the new block will be
+/// written to are reserved before the old object is touched, so a full /dev/shm leaves it as
+/// it was.
+fn reuse_replaced(l: &Locked, old: Found, units: u64) -> Result<Reused, Corruption> {
+    let (start, room) = arena::room_if_freed(l, old.unit)?;
+    if room < units * UNIT {
+        return Ok(Reused::No);
+    }
+    // The block and, when it is split, the remainder's header; when it is not, the few
+    // units of its tail.
+    let reserve = ((units + MIN_BLOCK_UNITS as u64) * UNIT).min(room);
+    if crate::os::fallocate(l.fd(), l.geo().arena_off + start, reserve).is_err() {
+        return Ok(Reused::No);
+    }
+    forget(l, old);
+    let freed = leave(l, old.unit)?;
+    let region = arena::free_keeping_pages(l, old.unit)?;
+    fault!();
+    Ok(match arena::alloc_in(l, region, units as u32)? {
+        Some(unit) => Reused::At { unit, freed },
+        None => Reused::Lost { freed },
+    })
 }
 
 /// The object count, bounded by what the index can hold (the header's figure may be

@@ -159,6 +159,69 @@ fn rotate_replaces_the_only_object_with_a_larger_one() {
     s.check().unwrap();
 }
 
+/// A rotating store full of small objects and one large value, which is replaced by a value
+/// that fits in its room but not beside it: the old value's room is reused, and no other
+/// object is evicted (they all were, the old value going last, before). With the large value
+/// last in the arena (its room reaching the unused end) and between small objects (its room
+/// a block of its own), by a value of the same size, a smaller one and a slightly larger one.
+#[test]
+fn rotate_replacing_a_large_value_in_a_full_store_keeps_the_other_objects() {
+    for (before, new_len) in [
+        (100, 40_000),
+        (100, 30_000),
+        (100, 40_100),
+        (50, 40_000),
+        (50, 39_000),
+    ] {
+        let s = TempStore::new("rotate-big", opts(64 << 10));
+        let small = |i: usize| format!("s{i}");
+        for i in 0..before {
+            assert!(s.put_bytes(&small(i), &[i as u8; 100]).unwrap());
+        }
+        assert!(s.put_bytes("big", &vec![1u8; 40_000]).unwrap());
+        for i in before..100 {
+            assert!(s.put_bytes(&small(i), &[i as u8; 100]).unwrap());
+        }
+        let st = s.stats().unwrap();
+        assert_eq!((st.objects, st.evictions), (101, 0));
+        // Full: the new value does not fit beside the old one.
+        assert!(st.capacity - st.used_bytes < 40_000, "{st:?}");
+
+        assert!(s.put_bytes("big", &vec![2u8; new_len]).unwrap());
+        let st = s.stats().unwrap();
+        assert_eq!(
+            (st.objects, st.evictions),
+            (101, 0),
+            "placed {before} small objects first, replaced by {new_len} bytes"
+        );
+        assert_eq!(s.get_bytes("big").unwrap().unwrap(), vec![2u8; new_len]);
+        for i in 0..100 {
+            assert_eq!(s.get_bytes(&small(i)).unwrap().unwrap(), [i as u8; 100]);
+        }
+        s.check().unwrap();
+    }
+}
+
+/// A value too large for the old one's room still makes room by eviction, other objects
+/// first (least recently used first), the old value kept while anything else can go.
+#[test]
+fn rotate_replacing_with_a_value_too_large_for_the_old_room_evicts_others_first() {
+    let s = TempStore::new("rotate-bigger", opts(64 << 10));
+    assert!(s.put_bytes("big", &vec![1u8; 30_000]).unwrap());
+    for i in 0..100 {
+        assert!(s.put_bytes(&format!("s{i}"), &[i as u8; 100]).unwrap());
+    }
+    // 45,000 bytes fit neither beside the old value nor in its room (30,000 bytes and the
+    // free end of the arena): small objects are evicted until they fit beside it.
+    assert!(s.put_bytes("big", &vec![2u8; 45_000]).unwrap());
+    let st = s.stats().unwrap();
+    assert!(st.evictions > 0 && st.objects > 1, "{st:?}");
+    assert!(!s.has("s0").unwrap(), "the least recently used goes first");
+    assert!(s.has("s99").unwrap());
+    assert_eq!(s.get_bytes("big").unwrap().unwrap(), vec![2u8; 45_000]);
+    s.check().unwrap();
+}
+
 #[test]
 fn memory_threshold_refuses_in_strict_and_rotates_in_rotate() {
     // A threshold of 100% can never be met.

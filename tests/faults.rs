@@ -60,11 +60,16 @@ fn scenario() -> Vec<Op> {
         rm("zz"),
         put("c", 65_000),
         Op::Get("c".into()),
-        // Over half the store, then replaced by as much: a rotating store evicts the rest
-        // to make room, then (the value being replaced being the last one left) frees it
-        // before writing its successor: design.md's one exception. A strict store refuses.
+        // Over half the store (a rotating store evicts the rest to make room), an object
+        // beside it, then a replacement that does not fit beside the value it replaces: a
+        // rotating store frees that value and writes its successor in its room, keeping the
+        // object beside it. Then one that does not fit in that room either: the object
+        // beside it is evicted and, the value being replaced being the last one left, it is
+        // freed before its successor is written. A strict store refuses what does not fit.
         put("big", 300_000),
+        put("s", 100_000),
         put("big", 290_000),
+        put("big", 420_000),
     ]);
     ops
 }
@@ -323,10 +328,17 @@ fn every_fault_point_recovers(options: Options) {
     );
     if rotate {
         assert!(dry_stats.evictions > 0, "the scenario should evict");
-        // Its last put replaced a value that could not stay beside its successor, in a
-        // store it was the last one left in: the path design.md's exception is about.
+        // Its last two puts replaced a value that could not stay beside its successor: the
+        // first in the room the old value left (the object beside it stays), the second in
+        // a store that value was the last one left in.
         let last = ops.len() - 1;
         assert!(dry.done[last - 1] && dry.done[last]);
+        assert!(dry.after[last - 2].contains_key("s"));
+        assert_eq!(
+            dry.after[last - 1].keys().collect::<Vec<_>>(),
+            dry.after[last - 2].keys().collect::<Vec<_>>(),
+            "the replacement should reuse the old value's room, not evict"
+        );
         assert_eq!(
             dry.after[last].keys().collect::<Vec<_>>(),
             ["big"],

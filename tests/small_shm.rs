@@ -149,6 +149,29 @@ fn fill_refuse_and_rotate(opts: Options) {
     drop(filler);
     Store::destroy("holes").unwrap();
     Store::destroy("keep").unwrap();
+    drop((holes, keep));
+
+    // A replacement that fits in the old value's room takes it, on a full /dev/shm too,
+    // and evicts nothing (beside the old value, it would need pages /dev/shm does not have).
+    let reuse = Store::create("reuse", opts.put_policy(PutPolicy::Rotate)).unwrap();
+    assert!(reuse.put_bytes("k", &vec![5u8; 3 << 20]).unwrap());
+    assert!(reuse.put_bytes("other", &vec![7u8; 1 << 20]).unwrap());
+    let filler = fill_dev_shm();
+    for (round, len) in [(6u8, 3 << 20), (8, (3 << 20) - 5000)] {
+        assert_eq!(
+            reuse.try_put_bytes("k", &vec![round; len]).unwrap(),
+            Put::Stored
+        );
+        assert_eq!(reuse.get_bytes("k").unwrap().unwrap(), vec![round; len]);
+    }
+    assert_eq!(
+        reuse.get_bytes("other").unwrap().unwrap(),
+        vec![7u8; 1 << 20]
+    );
+    assert_eq!(reuse.stats().unwrap().evictions, 0);
+    reuse.check().unwrap();
+    drop(filler);
+    Store::destroy("reuse").unwrap();
 }
 
 /// Fills the (small) /dev/shm with a file, removed when the guard drops.
