@@ -28,9 +28,14 @@ use crate::sizes::Sizes;
 use crate::systems::System;
 use crate::workloads::Ctx;
 
+/// Set by build.rs.
+const COMMIT: &str = env!("SHMSTORE_BENCH_COMMIT");
+
 #[derive(Serialize)]
 struct Output<'a> {
     command: Vec<String>,
+    /// The shmstore commit the harness was built from (`-dirty`: with uncommitted changes).
+    commit: &'static str,
     unix_time: u64,
     machine: Machine,
     runs: usize,
@@ -176,12 +181,13 @@ fn main() {
         ));
     }
     let table = report.table();
-    println!("{table}");
+    println!("shmstore at {COMMIT}\n{table}");
     for n in &report.notes {
         println!("note: {n}");
     }
     let out = Output {
         command: argv,
+        commit: COMMIT,
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
