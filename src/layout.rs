@@ -20,7 +20,7 @@ use crate::error::{Corruption, corrupt};
 /// ^Z and LF, so neither a text file nor a copy mangled by line-ending conversion passes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"\x89SHMS\r\n\x1a");
 /// Bumped on every change to the bytes described here.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 /// Written to `Header::ready` last, once everything else is in place.
 pub const READY: u32 = 0x5245_4459;
 

@@ -39,11 +39,13 @@ use crate::mapping::Mapping;
 /// Largest value copied without the lock.
 pub const MAX_VALUE: u64 = 64 << 10;
 
-/// Bytes of a block asked for as soon as its index entry is read (header, key, the value's
-/// start), and of the rest of it once its header gives its size: the misses then overlap
-/// with each other and with the key comparison instead of following one another.
-const PREFETCH_FIRST: u64 = 256;
-const PREFETCH_REST: u64 = 8 << 10;
+/// Bytes of a block asked for as soon as its index entry is read: for a `has`, the header
+/// and key; for a get, the whole block as its entry gives its size (up to 8,128 bytes);
+/// then, for a larger value, the rest up to [`PREFETCH_MOST`] once its header gives its
+/// size. The misses then overlap with each other and with the key comparison instead of
+/// following one another.
+const PREFETCH_KEY: u64 = 256;
+const PREFETCH_MOST: u64 = 8 << 10;
 
 /// Tries before giving up and taking the lock.
 const ATTEMPTS: u32 = 4;
@@ -127,9 +129,14 @@ fn probe(m: &Mapping, key: &[u8], hash: u64, copy: bool) -> (Outcome, Option<(u6
             }
         }
         let unit = index::unit_of(s);
-        // Header, key and the value's start in flight together, not one by one.
-        m.prefetch(unit as u64 * UNIT, PREFETCH_FIRST);
-        if let Some(out) = candidate(m, unit, key, copy) {
+        // Header, key and value in flight together, not one by one.
+        let asked = if copy {
+            index::prefetch_len(s).max(PREFETCH_KEY)
+        } else {
+            PREFETCH_KEY
+        };
+        m.prefetch(unit as u64 * UNIT, asked);
+        if let Some(out) = candidate(m, unit, key, copy, asked) {
             return (out, Some((slot, s)));
         }
     }
@@ -173,8 +180,9 @@ pub(crate) fn from_record(m: &Mapping, slot: u64, key: &[u8], copy: bool) -> Rec
     }
 }
 
-/// What block `unit` says about `key`: `None` if it holds another key.
-fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> {
+/// What block `unit` says about `key`: `None` if it holds another key. Its first `asked`
+/// bytes were prefetched.
+fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool, asked: u64) -> Option<Outcome> {
     let h = m.header();
     // Only committed pages are backed: nothing beyond them is touched, not even a header.
     let backed = h.committed.load(Relaxed);
@@ -198,11 +206,8 @@ fn candidate(m: &Mapping, unit: u32, key: &[u8], copy: bool) -> Option<Outcome> 
     if key_len != key.len() {
         return None;
     }
-    if copy && end > start + PREFETCH_FIRST {
-        m.prefetch(
-            start + PREFETCH_FIRST,
-            (end - start - PREFETCH_FIRST).min(PREFETCH_REST),
-        );
+    if copy && end > start + asked {
+        m.prefetch(start + asked, (end - start - asked).min(PREFETCH_MOST));
     }
     let off = data_off(unit);
     if off + key_len as u64 > end {

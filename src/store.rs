@@ -1077,6 +1077,33 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn an_index_entry_records_the_size_a_reader_prefetches_by() {
+        let t = Temp::new("lines");
+        let s = &t.0;
+        for (i, len) in [0usize, 100, 4096, 8000, 20_000, 1 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("k{len}");
+            s.put_bytes(&key, &vec![i as u8; len]).unwrap();
+            // Replaced, and moved by a rebuild of the index: the entry follows its block.
+            s.put_bytes(&key, &vec![i as u8 + 1; len]).unwrap();
+            s.locked(|l| {
+                rebuild_index(l)?;
+                let f = index::find(l, key.as_bytes(), index::hash(l, key.as_bytes()))?.unwrap();
+                let bytes = l.block(f.unit)?.size.load(Relaxed) as u64 * UNIT;
+                // The whole block up to 127 lines, not a line more.
+                let asked = index::prefetch_len(f.entry);
+                assert_eq!(asked, bytes.div_ceil(64).min(127) * 64, "{len}");
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(s.get_bytes(&key).unwrap().unwrap(), vec![i as u8 + 1; len]);
+        }
+        s.check().unwrap();
+    }
+
     fn memory(s: &Store) -> u64 {
         s.stats().unwrap().memory_bytes
     }

@@ -1779,6 +1779,18 @@ fn det_index_slot_past_the_arena() {
 }
 
 #[test]
+fn det_index_entry_size_wrong() {
+    // Only the size bits (bits 32-38 of the entry): a reader's prefetch hint, which must
+    // change no answer, and which `check` reports and the repair mends.
+    deterministic(|l| {
+        let slot = l.slot_of(middle_live(l).unit);
+        let high = u32_at(&l.bytes, slot + 4);
+        let s = put_u32(slot + 4, high ^ 0x5, "index entry's block size changed");
+        (vec![s], keeps_all())
+    });
+}
+
+#[test]
 fn det_index_entries_made_tombstones() {
     // Every entry turned into a tombstone (u64::MAX) behind the counts' back: a put then
     // reuses a tombstone the counts do not know about.
