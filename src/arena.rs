@@ -535,45 +535,104 @@ fn add_units(a: u32, b: u32) -> Result<u32, Corruption> {
 /// a removal), merging it with free neighbours and giving it back to the wilderness when it is
 /// the last block.
 pub fn free(l: &Locked, unit: u32) -> Result<(), Corruption> {
-    release(l, unit, true).map(|_| ())
+    release(l, unit, true, true).map(|_| ())
 }
 
-/// [`free`], keeping every page that is there (none is given back to the system): for a
-/// block about to be reused at once. Returns the region it became part of.
-pub fn free_keeping_pages(l: &Locked, unit: u32) -> Result<Region, Corruption> {
-    release(l, unit, false)
+/// The room a live block would leave if it were freed to be reused at once (see
+/// [`room_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Its first byte (arena offset): where the block carved from it will start.
+    pub start: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Whether it reaches the wilderness (the block is then carved by growing from `start`).
+    pub wilderness: bool,
+    /// Whether it takes in a free block before the freed one.
+    with_prev: bool,
 }
 
-/// Where live block `unit` would leave room if it were freed now, merged with its free
-/// neighbours (and with the wilderness if that makes it the last block): the first byte of
-/// that room and its length. What [`free`] then makes of it starts there, so an allocation
-/// from it (see [`free_keeping_pages`]) begins there too.
-pub fn room_if_freed(m: &Mapping, unit: u32) -> Result<(u64, u64), Corruption> {
+impl Room {
+    /// The bytes from `start` that carving a block of `units` from this room writes, as
+    /// [`take`] and [`grow`] do: the block, and the header of the remainder it splits off
+    /// (the whole room when the remainder is too small to split).
+    pub fn written(&self, units: u32) -> u64 {
+        let block = u64::from(units) * UNIT;
+        if self.wilderness {
+            block
+        } else if self.len - block >= u64::from(MIN_BLOCK_UNITS) * UNIT {
+            block + BLOCK_HEADER
+        } else {
+            self.len
+        }
+    }
+}
+
+/// Where live block `unit` would leave room for a block of `units` if it were freed now:
+/// the block merged with a free next block (and with the wilderness if it is then the last
+/// block), and only if that is too small, with a free previous block too (whose pages may
+/// have been given back, so that reusing it may need memory a full /dev/shm does not
+/// have). `None` if even that is too small. [`free_for_reuse`] then frees the block into
+/// exactly that room.
+pub fn room_for(m: &Mapping, unit: u32, units: u32) -> Result<Option<Room>, Corruption> {
     let b = m.block(unit)?;
-    let mut start = unit as u64;
-    let mut end = unit as u64 + b.size.load(Relaxed) as u64;
+    let size = b.size.load(Relaxed);
+    if size == 0 || unit as u64 + size as u64 > top_units(m) {
+        return Err(corrupt!(
+            "block {unit} of {size} units is not inside the arena"
+        ));
+    }
+    let mut end = unit as u64 + size as u64;
     let mut last = next_phys(m, unit, b).is_none();
     if let Some(n) = next_phys(m, unit, b) {
         let nb = m.block(n)?;
         if nb.state.load(Relaxed) == FREE {
-            end = n as u64 + nb.size.load(Relaxed) as u64;
-            last = next_phys(m, n, nb).is_none();
+            end = add_units(n, nb.size.load(Relaxed))? as u64;
+            if end > top_units(m) {
+                return Err(corrupt!("free block {n} reaches past the arena's top"));
+            }
+            last = end == top_units(m);
         }
-    }
-    let ps = b.prev_size.load(Relaxed);
-    if ps != 0
-        && let Some(p) = unit.checked_sub(ps)
-        && m.block(p)?.state.load(Relaxed) == FREE
-    {
-        start = p as u64;
     }
     if last {
         end = end.max(m.geo().arena_len / UNIT);
     }
-    Ok((start * UNIT, (end - start) * UNIT))
+    let room = |start: u64, with_prev| Room {
+        start: start * UNIT,
+        len: (end - start) * UNIT,
+        wilderness: last,
+        with_prev,
+    };
+    let own = room(unit as u64, false);
+    if own.len >= u64::from(units) * UNIT {
+        return Ok(Some(own));
+    }
+    let ps = b.prev_size.load(Relaxed);
+    if ps == 0 {
+        return Ok(None);
+    }
+    let p = unit
+        .checked_sub(ps)
+        .ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
+    if m.block(p)?.state.load(Relaxed) != FREE {
+        return Ok(None);
+    }
+    let merged = room(p as u64, true);
+    Ok((merged.len >= u64::from(units) * UNIT).then_some(merged))
 }
 
-fn release(l: &Locked, unit: u32, give_back: bool) -> Result<Region, Corruption> {
+/// Frees block `unit` (marked `FREE` by the caller) into `room` (from [`room_for`], nothing
+/// changed in between), keeping every page that is there (none is given back to the
+/// system), for a block to be carved from it at once. When the room does not take in the
+/// free block before it, the two stay apart until that carving puts a live block between
+/// them (a stop in between leaves two free neighbours, which a rebuild merges). Returns the
+/// region to carve from.
+pub fn free_for_reuse(l: &Locked, unit: u32, room: &Room) -> Result<Region, Corruption> {
+    release(l, unit, false, room.with_prev)
+}
+
+/// [`free`], giving pages back or not, merging into a free previous block or not.
+fn release(l: &Locked, unit: u32, give_back: bool, merge_prev: bool) -> Result<Region, Corruption> {
     let m: &Mapping = l;
     let h = m.header();
     let mut unit = unit;
@@ -601,7 +660,7 @@ fn release(l: &Locked, unit: u32, give_back: bool) -> Result<Region, Corruption>
     fault!();
     // Merge into the previous block.
     let ps = b.prev_size.load(Relaxed);
-    if ps != 0 {
+    if ps != 0 && merge_prev {
         let p = unit
             .checked_sub(ps)
             .ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;

@@ -9,11 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, Result, corrupt};
 use crate::index::{self, Found};
-use crate::layout::{
-    FLAG_HUGE_ARENA, Geometry, LIVE, MIN_BLOCK_UNITS, NIL, UNIT, block_units, data_off,
-};
+use crate::layout::{FLAG_HUGE_ARENA, Geometry, LIVE, NIL, UNIT, block_units, data_off};
 use crate::lock::{self, Acquired, LockError, Locked};
 use crate::mapping::Mapping;
 use crate::memory::MemorySampler;
@@ -524,7 +522,7 @@ impl Store {
             .shortfall(self.inner.options.min_free_mem_pct, units * UNIT);
         let strict = self.inner.options.put_policy == PutPolicy::Strict;
         let early = index::Early::new(&self.inner.m, key.as_bytes());
-        let (put, freed, lost_old) = self.locked(|l| {
+        let (put, freed) = self.locked(|l| {
             let h = l.header();
             let hash = early.under(l, key.as_bytes());
             let mut old = index::find(l, key.as_bytes(), hash)?;
@@ -542,7 +540,7 @@ impl Store {
                 } else {
                     why
                 };
-                Ok((Put::Refused(why), freed, false))
+                Ok((Put::Refused(why), freed))
             };
             // The refusals that need no change come before the write begins: lock-free
             // readers need not retry for them.
@@ -575,7 +573,7 @@ impl Store {
             let mut rounds = 0..=l.geo().max_live() + 1;
             let unit = loop {
                 if rounds.next().is_none() {
-                    return Err(crate::error::corrupt!("eviction does not make progress"));
+                    return Err(corrupt!("eviction does not make progress"));
                 }
                 if let Some(unit) = arena::alloc(l, units as u32)? {
                     break unit;
@@ -598,18 +596,12 @@ impl Store {
                 }
                 // Rather than evict others, free the object being replaced when its room
                 // takes the new block (so, at the latest, when it is the last object left).
-                if let Some(f) = old {
-                    match reuse_replaced(l, f, units)? {
-                        Reused::No => {}
-                        Reused::At { unit, freed: bytes } => {
-                            freed += bytes;
-                            old = None;
-                            break unit;
-                        }
-                        Reused::Lost { freed: bytes } => {
-                            return Ok((Put::Refused(Refusal::ShmFull), freed + bytes, true));
-                        }
-                    }
+                if let Some(f) = old
+                    && let Some((unit, bytes)) = reuse_replaced(l, f, units)?
+                {
+                    freed += bytes;
+                    old = None;
+                    break unit;
                 }
                 match lru::victim(l, old.map(|f| f.unit))? {
                     Some(v) => freed += self.evict(l, v)?,
@@ -629,6 +621,9 @@ impl Store {
             );
             l.add_held(&h.value_bytes, value.len() as u64);
             match old {
+                // A replacement leaves the count as it is: `stats` read meanwhile (without
+                // the lock) sees the same number of objects throughout (unless the old
+                // object had to go first, to make room: then it is counted out and in).
                 Some(f) => {
                     index::repoint(l, f, hash, unit);
                     fault!();
@@ -636,8 +631,6 @@ impl Store {
                 }
                 None => {
                     index::insert(l, hash, unit)?;
-                    // A replacement leaves the count as it is: `stats` read meanwhile (without
-                    // the lock) sees the same number of objects throughout.
                     l.add_held(&h.objects, 1);
                 }
             }
@@ -647,22 +640,12 @@ impl Store {
             if index::crowded(l) {
                 rebuild_index(l)?;
             }
-            Ok((Put::Stored, freed, false))
+            Ok((Put::Stored, freed))
         })?;
         // The memory estimate counted this put's bytes before it was made: take them back
         // if it stored nothing, and credit what it freed.
         let unstored = if put.stored() { 0 } else { units * UNIT };
         self.inner.memory.freed(freed + unstored);
-        if lost_old {
-            // The old object's room, whose pages were reserved and kept, could not be
-            // allocated after all (nothing known does this): not a refusal (the old object
-            // is gone), so an error.
-            return Err(Error::Os {
-                op: "allocating a new value in the room of the old one under its key",
-                name: self.inner.name.clone(),
-                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-            });
-        }
         Ok(put)
     }
 
@@ -754,8 +737,8 @@ impl Store {
             fault!();
             line.hits.fetch_add(1, Relaxed);
             let off = data_off(found.unit) + key.len() as u64;
-            let len = usize::try_from(b.val_len.load(Relaxed))
-                .map_err(|_| crate::error::corrupt!("value length"))?;
+            let len =
+                usize::try_from(b.val_len.load(Relaxed)).map_err(|_| corrupt!("value length"))?;
             Ok(Some(f(l.bytes(off, len)?)))
         })
     }
@@ -810,7 +793,7 @@ impl Store {
             let mut keys = Vec::with_capacity(live_estimate(l));
             lru::walk(l, l.header().objects.load(Relaxed), |unit| {
                 let key = std::str::from_utf8(l.key(unit)?)
-                    .map_err(|_| crate::error::corrupt!("key of block {unit} is not UTF-8"))?;
+                    .map_err(|_| corrupt!("key of block {unit} is not UTF-8"))?;
                 keys.push(key.to_owned());
                 Ok(())
             })?;
@@ -907,42 +890,33 @@ fn leave(l: &Locked, unit: u32) -> Result<u64, Corruption> {
     Ok(size)
 }
 
-/// What [`reuse_replaced`] did.
-enum Reused {
-    /// Nothing: the old block does not make room, or /dev/shm cannot back the new one.
-    No,
-    /// The old object is gone (its bytes); the new block of the requested size is `unit`.
-    At { unit: u32, freed: u64 },
-    /// The old object is gone (its bytes), but its room was refused after all.
-    Lost { freed: u64 },
-}
-
 /// A rotate-mode replacement whose new value does not fit beside the object it replaces:
-/// when freeing that object alone makes room (its block and the free space around it), free
-/// it and allocate the new block there, rather than evict other objects so as to keep both
-/// until the new value is written. A stop in between leaves the key without a value, as if
-/// the put had evicted it (docs/design.md, "Recovery"). The pages the new block will be
-/// written to are reserved before the old object is touched, so a full /dev/shm leaves it as
-/// it was.
-fn reuse_replaced(l: &Locked, old: Found, units: u64) -> Result<Reused, Corruption> {
-    let (start, room) = arena::room_if_freed(l, old.unit)?;
-    if room < units * UNIT {
-        return Ok(Reused::No);
-    }
-    // The block and, when it is split, the remainder's header; when it is not, the few
-    // units of its tail.
-    let reserve = ((units + MIN_BLOCK_UNITS as u64) * UNIT).min(room);
-    if crate::os::fallocate(l.fd(), l.geo().arena_off + start, reserve).is_err() {
-        return Ok(Reused::No);
+/// when freeing that object makes room for the new block (its block with the free space
+/// after it, or before it if need be; see `arena::room_for`), free it and carve the new
+/// block there, rather than evict other objects so as to keep both until the new value is
+/// written. A stop in between leaves the key without a value, as if the put had evicted it
+/// (docs/design.md, "Recovery"). The pages the new block will be written to are reserved
+/// before the old object is touched, and none of its pages is given back, so a full
+/// /dev/shm leaves it as it was (`Ok(None)`, as when there is no such room). Returns the
+/// new block and the bytes freed.
+fn reuse_replaced(l: &Locked, old: Found, units: u64) -> Result<Option<(u32, u64)>, Corruption> {
+    let units = units as u32;
+    let Some(room) = arena::room_for(l, old.unit, units)? else {
+        return Ok(None);
+    };
+    let at = l.geo().arena_off + room.start;
+    if crate::os::fallocate(l.fd(), at, room.written(units)).is_err() {
+        return Ok(None);
     }
     forget(l, old);
     let freed = leave(l, old.unit)?;
-    let region = arena::free_keeping_pages(l, old.unit)?;
+    let region = arena::free_for_reuse(l, old.unit, &room)?;
     fault!();
-    Ok(match arena::alloc_in(l, region, units as u32)? {
-        Some(unit) => Reused::At { unit, freed },
-        None => Reused::Lost { freed },
-    })
+    // Its pages are reserved, so nothing known refuses it; if something did, the next lock
+    // holder's rebuild would tidy the free blocks left apart (the put's error says so).
+    let unit = arena::alloc_in(l, region, units)?
+        .ok_or_else(|| corrupt!("the room freed for a replacement could not be allocated"))?;
+    Ok(Some((unit, freed)))
 }
 
 /// The object count, bounded by what the index can hold (the header's figure may be

@@ -202,8 +202,9 @@ fn rotate_replacing_a_large_value_in_a_full_store_keeps_the_other_objects() {
     }
 }
 
-/// A value too large for the old one's room still makes room by eviction, other objects
-/// first (least recently used first), the old value kept while anything else can go.
+/// A value too large for the old one's room makes room by eviction first, least recently
+/// used first: here the small objects placed right after the old value, so that its room
+/// grows until the new value fits in it, and the more recent small objects stay.
 #[test]
 fn rotate_replacing_with_a_value_too_large_for_the_old_room_evicts_others_first() {
     let s = TempStore::new("rotate-bigger", opts(64 << 10));
@@ -211,8 +212,8 @@ fn rotate_replacing_with_a_value_too_large_for_the_old_room_evicts_others_first(
     for i in 0..100 {
         assert!(s.put_bytes(&format!("s{i}"), &[i as u8; 100]).unwrap());
     }
-    // 45,000 bytes fit neither beside the old value nor in its room (30,000 bytes and the
-    // free end of the arena): small objects are evicted until they fit beside it.
+    // 45,000 bytes fit neither beside the old value (64 KiB in all) nor in its room (its
+    // 30,000 bytes, followed by live small objects).
     assert!(s.put_bytes("big", &vec![2u8; 45_000]).unwrap());
     let st = s.stats().unwrap();
     assert!(st.evictions > 0 && st.objects > 1, "{st:?}");

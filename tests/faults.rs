@@ -70,6 +70,10 @@ fn scenario() -> Vec<Op> {
         put("s", 100_000),
         put("big", 290_000),
         put("big", 420_000),
+        // Then an object after it, and a replacement that fits in the old value's block
+        // (not reaching the free end of the arena): carved from that block, split.
+        put("t", 60_000),
+        put("big", 415_000),
     ]);
     ops
 }
@@ -298,6 +302,13 @@ fn every_fault_point_recovers_with_inline_copies() {
     every_fault_point_recovers(options().inline_values(120));
 }
 
+/// Both: a rotating store with inline copies, where a replacement that frees the old object
+/// first also drops its copy.
+#[test]
+fn every_fault_point_recovers_on_a_rotating_store_with_inline_copies() {
+    every_fault_point_recovers(options().put_policy(PutPolicy::Rotate).inline_values(120));
+}
+
 /// Runs the scenario once without faults, then once per fault point, killed there, on stores
 /// created with `options`; each recovery must give the state before or after the operation.
 fn every_fault_point_recovers(options: Options) {
@@ -328,21 +339,31 @@ fn every_fault_point_recovers(options: Options) {
     );
     if rotate {
         assert!(dry_stats.evictions > 0, "the scenario should evict");
-        // Its last two puts replaced a value that could not stay beside its successor: the
-        // first in the room the old value left (the object beside it stays), the second in
-        // a store that value was the last one left in.
-        let last = ops.len() - 1;
-        assert!(dry.done[last - 1] && dry.done[last]);
-        assert!(dry.after[last - 2].contains_key("s"));
+        // Its last puts replace a value that cannot stay beside its successor: in the room
+        // the old value leaves at the end of the arena (the object before it stays), in a
+        // store it is the last one left in, and in the old value's block (the object after
+        // it stays).
+        let at = |key: &str, len: usize| {
+            ops.iter()
+                .position(|op| matches!(op, Op::Put(k, n) if k == key && *n == len))
+                .unwrap()
+        };
+        let keys = |i: usize| dry.after[i].keys().cloned().collect::<Vec<_>>();
+        for (len, beside) in [(290_000, "s"), (415_000, "t")] {
+            let i = at("big", len);
+            assert!(dry.done[i] && dry.after[i - 1].contains_key(beside));
+            assert_eq!(
+                keys(i),
+                keys(i - 1),
+                "the replacement by {len} bytes should reuse the old value's room, not evict"
+            );
+        }
+        let last_one = at("big", 420_000);
+        assert!(dry.done[last_one]);
         assert_eq!(
-            dry.after[last - 1].keys().collect::<Vec<_>>(),
-            dry.after[last - 2].keys().collect::<Vec<_>>(),
-            "the replacement should reuse the old value's room, not evict"
-        );
-        assert_eq!(
-            dry.after[last].keys().collect::<Vec<_>>(),
+            keys(last_one),
             ["big"],
-            "the last put should leave only its own object"
+            "this replacement should leave only its own object"
         );
     } else {
         // The model and the store agree on every state of the run.

@@ -172,6 +172,38 @@ fn fill_refuse_and_rotate(opts: Options) {
     reuse.check().unwrap();
     drop(filler);
     Store::destroy("reuse").unwrap();
+    drop(reuse);
+
+    // The same with a free block before the old value whose pages were given back: the new
+    // value goes where the old one was, not from the start of that free block (which would
+    // need pages /dev/shm does not have).
+    let after_hole = Store::create("after-hole", opts.put_policy(PutPolicy::Rotate)).unwrap();
+    assert!(after_hole.put_bytes("p", &vec![1u8; 2 << 20]).unwrap());
+    assert!(after_hole.put_bytes("k", &vec![5u8; 3 << 20]).unwrap());
+    assert!(after_hole.put_bytes("x", &vec![7u8; 64 << 10]).unwrap());
+    let before_remove = free_shm_bytes();
+    assert!(after_hole.remove("p").unwrap());
+    assert!(
+        free_shm_bytes() > before_remove + (1 << 20),
+        "removing p gave its pages back"
+    );
+    let filler = fill_dev_shm();
+    assert_eq!(
+        after_hole.try_put_bytes("k", &vec![6u8; 3 << 20]).unwrap(),
+        Put::Stored
+    );
+    assert_eq!(
+        after_hole.get_bytes("k").unwrap().unwrap(),
+        vec![6u8; 3 << 20]
+    );
+    assert_eq!(
+        after_hole.get_bytes("x").unwrap().unwrap(),
+        vec![7u8; 64 << 10]
+    );
+    assert_eq!(after_hole.stats().unwrap().evictions, 0);
+    after_hole.check().unwrap();
+    drop(filler);
+    Store::destroy("after-hole").unwrap();
 }
 
 /// Fills the (small) /dev/shm with a file, removed when the guard drops.
