@@ -614,8 +614,15 @@ pub fn room_for(m: &Mapping, unit: u32, units: u32) -> Result<Option<Room>, Corr
     let p = unit
         .checked_sub(ps)
         .ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
-    if m.block(p)?.state.load(Relaxed) != FREE {
+    let pb = m.block(p)?;
+    if pb.state.load(Relaxed) != FREE {
         return Ok(None);
+    }
+    if pb.size.load(Relaxed) != ps {
+        return Err(corrupt!(
+            "block {unit}'s predecessor {p} is {} units, not {ps}",
+            pb.size.load(Relaxed)
+        ));
     }
     let merged = room(p as u64, true);
     Ok((merged.len >= u64::from(units) * UNIT).then_some(merged))
@@ -666,6 +673,12 @@ fn release(l: &Locked, unit: u32, give_back: bool, merge_prev: bool) -> Result<R
             .ok_or_else(|| corrupt!("block {unit} claims a predecessor before the arena"))?;
         let pb = m.block(p)?;
         if pb.state.load(Relaxed) == FREE {
+            if pb.size.load(Relaxed) != ps {
+                return Err(corrupt!(
+                    "block {unit}'s predecessor {p} is {} units, not {ps}",
+                    pb.size.load(Relaxed)
+                ));
+            }
             unlink_free(m, p)?;
             holes |= has_holes(pb);
             pb.size.store(

@@ -74,6 +74,10 @@ fn scenario() -> Vec<Op> {
         // (not reaching the free end of the arena): carved from that block, split.
         put("t", 60_000),
         put("big", 415_000),
+        // Then "t" replaced by a value that fits in its room (it and the free end of the
+        // arena) but not beside it: the free remainder before it stays apart until the new
+        // block is carved.
+        put("t", 50_000),
     ]);
     ops
 }
@@ -349,13 +353,17 @@ fn every_fault_point_recovers(options: Options) {
                 .unwrap()
         };
         let keys = |i: usize| dry.after[i].keys().cloned().collect::<Vec<_>>();
-        for (len, beside) in [(290_000, "s"), (415_000, "t")] {
-            let i = at("big", len);
+        for (key, len, beside) in [
+            ("big", 290_000, "s"),
+            ("big", 415_000, "t"),
+            ("t", 50_000, "big"),
+        ] {
+            let i = at(key, len);
             assert!(dry.done[i] && dry.after[i - 1].contains_key(beside));
             assert_eq!(
                 keys(i),
                 keys(i - 1),
-                "the replacement by {len} bytes should reuse the old value's room, not evict"
+                "the replacement of {key} by {len} bytes should reuse the old value's room, not evict"
             );
         }
         let last_one = at("big", 420_000);

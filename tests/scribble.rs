@@ -1204,7 +1204,8 @@ enum Target {
     FreeHead(u16),
     /// A field of a block of the chain (`at` places key and value scribbles).
     Block { pick: u16, field: u8, at: u16 },
-    /// Part of a used index slot: 0 the low half (unit + 1), 1 the tag, 2 all of it.
+    /// Part of a used index slot: 0 the low half (unit + 1), 1 the high half (the CLOCK
+    /// bit, the tag and the block's size in lines), 2 all of it.
     Slot { pick: u16, part: u8 },
     /// A byte of a used index slot's inline record (`at` below 8: its word); the slot itself
     /// in a store without records.

@@ -204,6 +204,40 @@ fn fill_refuse_and_rotate(opts: Options) {
     after_hole.check().unwrap();
     drop(filler);
     Store::destroy("after-hole").unwrap();
+    drop(after_hole);
+
+    // A value that ends just short of a page, stored when /dev/shm had room for it and no
+    // more, and replaced by as much: the room reaches the free end of the arena, and the
+    // replacement reserves exactly the pages it writes (not a header's worth past them,
+    // which lie on a page /dev/shm cannot give).
+    let exact = Store::create("exact", opts.put_policy(PutPolicy::Rotate)).unwrap();
+    let filler = fill_dev_shm_leaving(3 << 20);
+    let len = (3 << 20) - 65;
+    assert_eq!(
+        exact.try_put_bytes("k", &vec![5u8; len]).unwrap(),
+        Put::Stored
+    );
+    assert_eq!(
+        exact.try_put_bytes("k", &vec![6u8; len]).unwrap(),
+        Put::Stored
+    );
+    assert_eq!(exact.get_bytes("k").unwrap().unwrap(), vec![6u8; len]);
+    exact.check().unwrap();
+    drop(filler);
+    Store::destroy("exact").unwrap();
+}
+
+/// Fills the (small) /dev/shm but for `bytes`, with a file removed when the guard drops.
+fn fill_dev_shm_leaving(bytes: u64) -> Filler {
+    use std::io::Write;
+    let path = "/dev/shm/filler";
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while free_shm_bytes() > bytes {
+        f.write_all(&chunk).unwrap();
+    }
+    assert_eq!(free_shm_bytes(), bytes, "filled past what was to be left");
+    Filler(path)
 }
 
 /// Fills the (small) /dev/shm with a file, removed when the guard drops.

@@ -143,7 +143,7 @@ fn scribble(name: &str, mut data: &[u8]) {
         let value = &data[4..4 + len];
         data = &data[4 + len..];
         let (start, end) = match region % 4 {
-            // Header fields end at 38272 (layout version 7); the index starts at 40960, its
+            // Header fields end at 38272 (layouts 7 to 9); the index starts at 40960, its
             // records (if any) follow it, and the arena follows them (on the next huge page
             // in a large store).
             0 => (16, 38272),
