@@ -67,7 +67,7 @@ impl Ctx<'_> {
     ) {
         let Some(py) = self.python else { return };
         let label = crate::peers::python::LABEL;
-        progress(&format!("{} {label}", workload.to_uppercase()));
+        begin(&format!("{} {label}", workload.to_uppercase()));
         let mut args = vec![
             ("--keys", keys.to_string()),
             ("--len", len.to_string()),
@@ -136,6 +136,32 @@ pub fn rate(n: usize, mut f: impl FnMut(usize)) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-pub fn progress(what: &str) {
+/// Says which system is measured next, once the machine's pool of free pages is warm (see
+/// [`warm_free_pages`]), so that every system starts alike.
+pub fn begin(what: &str) {
+    warm_free_pages();
     eprintln!("  {what}");
+}
+
+/// Bytes of /dev/shm written and freed before each system is measured.
+const WARM_BYTES: usize = 32 << 20;
+
+/// Writes and frees [`WARM_BYTES`] of /dev/shm. On a VM that hands idle free memory back to
+/// its host (free page reporting, a balloon, DAMON), the first touch of a page the host
+/// took back costs a hypervisor fault: on session 11's guest, fresh tmpfs pages took ~6 us
+/// each after 12 s idle against ~1.8 us when the guest had freed them just before, which
+/// made a W1 put 2-3x slower in whichever system filled fresh memory first after an idle
+/// spell or another system's exit. Best effort: a /dev/shm without the room is left alone.
+fn warm_free_pages() {
+    use std::io::Write;
+    let path = format!("/dev/shm/shmstore-bench-warm-{}", std::process::id());
+    if let Ok(mut f) = std::fs::File::create(&path) {
+        let chunk = vec![1u8; 1 << 20];
+        for _ in 0..WARM_BYTES / chunk.len() {
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Ctx, progress, rate};
+use super::{Ctx, begin, rate};
 use crate::histogram::Histogram;
 use crate::keys::{Keys, keys, value};
 use crate::kv::Kv;
@@ -31,7 +31,7 @@ pub fn run(ctx: &mut Ctx) {
     // Room for every object four times over; the index sized for them.
     let capacity = (n as u64 * (len as u64 + 128) * 4).max(16 << 20);
     for s in ctx.systems(&System::ALL) {
-        progress(&format!("W1 {}", s.label()));
+        begin(&format!("W1 {}", s.label()));
         let mut opened = Opened::new(s, "w1", capacity, n, ctx.redis);
         ctx.note_huge_arena("W1", s, &opened);
         // Anomalies and how often each happened.
@@ -102,7 +102,7 @@ pub fn run(ctx: &mut Ctx) {
     ];
     ctx.python("w1", (py_keys, len, 0.0), &[], &figures, 1.0);
     if ctx.selection.limits {
-        progress("W1 limits");
+        begin("W1 limits");
         let reps = (n * 10).max(1_000_000);
         let copy = limits::memcpy_warm(len, reps);
         ctx.report

@@ -3,7 +3,7 @@
 //! the minor page faults this process took per MiB put over existing keys (a warm store
 //! should reuse its pages: 256 faults per MiB means every 4 KiB page was fresh).
 
-use super::{Ctx, progress, rate};
+use super::{Ctx, begin, rate};
 use crate::keys::{keys, value};
 use crate::peers::limits;
 use crate::report::Unit::{GbPerSec, PerMiB};
@@ -29,7 +29,7 @@ pub fn run(ctx: &mut Ctx) {
         .filter(|&s| s != System::ShmInline)
         .collect();
     for s in ctx.systems(&systems) {
-        progress(&format!("W2 {}", s.label()));
+        begin(&format!("W2 {}", s.label()));
         let mut opened = Opened::new(s, "w2", capacity, n, ctx.redis);
         ctx.note_huge_arena("W2", s, &opened);
         let mut ok = true;
@@ -63,7 +63,7 @@ pub fn run(ctx: &mut Ctx) {
     ];
     ctx.python("w2", (n, len, 0.0), &[], &figures, len as f64 / 1e9);
     if ctx.selection.limits {
-        progress("W2 limits");
+        begin("W2 limits");
         let reps = n.max(64);
         let label = format!("limit: memcpy {} KiB, warm", len >> 10);
         let warm = gbps(limits::memcpy_warm(len, reps));

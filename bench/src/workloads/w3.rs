@@ -1,7 +1,7 @@
 //! W3: two processes on one store; 10,000 keys of 64-byte values (filled first); each
 //! process 50% get / 50% put on uniformly random keys for a fixed time.
 
-use super::{Ctx, progress};
+use super::{Ctx, begin};
 use crate::fleet::{self, Job, Task};
 use crate::keys::{keys, value};
 use crate::kv::Kv;
@@ -44,7 +44,7 @@ pub fn mix(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
     let (ops, p99) = figures(id, workers);
     for s in ctx.systems(&SYSTEMS) {
-        progress(&format!("{id} {}", s.label_workers()));
+        begin(&format!("{id} {}", s.label_workers()));
         let mut opened = Opened::new(
             s,
             id,
@@ -89,7 +89,7 @@ pub fn mix_limits(ctx: &mut Ctx, id: &str, workers: usize) {
     let (n, len, secs) = (ctx.sizes.mix_keys, ctx.sizes.mix_len, ctx.sizes.mix_secs);
     let (ops, p99) = figures(id, workers);
     if ctx.selection.limits {
-        progress(&format!("{id} limits"));
+        begin(&format!("{id} limits"));
         let label = format!("limit: {len} B copies, one Mutex, threads");
         let (rate, p) = limits::mutex_copy_threads(workers, n, secs, ctx.seed);
         ctx.report.add(&ops, OpsPerSec, &label, rate);

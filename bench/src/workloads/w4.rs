@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use super::lru_sim::LruSim;
-use super::{Ctx, progress};
+use super::{Ctx, begin};
 use crate::keys::{keys, value};
 use crate::report::Unit::{OpsPerSec, Percent};
 use crate::rng::{Rng, mix};
@@ -42,7 +42,7 @@ pub fn run(ctx: &mut Ctx) {
     let mut capacity = z.w4_capacity;
 
     for s in ctx.systems(&[System::Shm, System::Redis]) {
-        progress(&format!("W4 {}", s.label()));
+        begin(&format!("W4 {}", s.label()));
         let mut opened = Opened::new(s, "w4", z.w4_capacity, z.w4_keys, ctx.redis);
         if let Opened::Redis(kv, _) = &mut opened {
             kv.set_maxmemory(z.w4_capacity);

@@ -1,7 +1,7 @@
 //! W5: readers. A parent fills 10,000 objects of 4 KiB; then 1 reader process, and then 2,
 //! read random keys for a fixed time each. Total gets/s for 1 and 2 readers, and their ratio.
 
-use super::{Ctx, progress};
+use super::{Ctx, begin};
 use crate::fleet::{self, Fleet, Job, Task};
 use crate::report::Unit::{OpsPerSec, Times};
 use crate::systems::{Opened, System};
@@ -24,7 +24,7 @@ const SCALE: &str = "W5 2 readers / 1 reader";
 pub fn run(ctx: &mut Ctx) {
     let (n, len, secs) = (ctx.sizes.w5_keys, ctx.sizes.w5_len, ctx.sizes.w5_secs);
     for s in ctx.systems(&SYSTEMS) {
-        progress(&format!("W5 {}", s.label_workers()));
+        begin(&format!("W5 {}", s.label_workers()));
         let mut opened = Opened::new(
             s,
             "w5",
@@ -44,7 +44,7 @@ pub fn run(ctx: &mut Ctx) {
         // its threads count in read lanes of their own (WORKLOADS.md asks for processes;
         // threads are how many users will read).
         if let (System::Shm, Opened::Shm(t, false)) = (s, &opened) {
-            progress("W5 shmstore, threads");
+            begin("W5 shmstore, threads");
             readers(ctx, THREADS, &Fleet::StoreThreads(t.store.clone()), task);
         }
     }
