@@ -158,18 +158,8 @@ fn fill_refuse_and_rotate(opts: Options) {
     assert!(reuse.put_bytes("other", &vec![7u8; 1 << 20]).unwrap());
     let filler = fill_dev_shm();
     for (round, len) in [(6u8, 3 << 20), (8, (3 << 20) - 5000)] {
-        assert_eq!(
-            reuse.try_put_bytes("k", &vec![round; len]).unwrap(),
-            Put::Stored
-        );
-        assert_eq!(reuse.get_bytes("k").unwrap().unwrap(), vec![round; len]);
+        replaced_in_place(&reuse, &vec![round; len], ("other", &vec![7u8; 1 << 20]));
     }
-    assert_eq!(
-        reuse.get_bytes("other").unwrap().unwrap(),
-        vec![7u8; 1 << 20]
-    );
-    assert_eq!(reuse.stats().unwrap().evictions, 0);
-    reuse.check().unwrap();
     drop(filler);
     Store::destroy("reuse").unwrap();
     drop(reuse);
@@ -188,20 +178,11 @@ fn fill_refuse_and_rotate(opts: Options) {
         "removing p gave its pages back"
     );
     let filler = fill_dev_shm();
-    assert_eq!(
-        after_hole.try_put_bytes("k", &vec![6u8; 3 << 20]).unwrap(),
-        Put::Stored
+    replaced_in_place(
+        &after_hole,
+        &vec![6u8; 3 << 20],
+        ("x", &vec![7u8; 64 << 10]),
     );
-    assert_eq!(
-        after_hole.get_bytes("k").unwrap().unwrap(),
-        vec![6u8; 3 << 20]
-    );
-    assert_eq!(
-        after_hole.get_bytes("x").unwrap().unwrap(),
-        vec![7u8; 64 << 10]
-    );
-    assert_eq!(after_hole.stats().unwrap().evictions, 0);
-    after_hole.check().unwrap();
     drop(filler);
     Store::destroy("after-hole").unwrap();
     drop(after_hole);
@@ -227,27 +208,33 @@ fn fill_refuse_and_rotate(opts: Options) {
     Store::destroy("exact").unwrap();
 }
 
-/// Fills the (small) /dev/shm but for `bytes`, with a file removed when the guard drops.
+/// Replaces "k" by `value` and checks that it went in the old value's room: stored, with
+/// `kept` (another key and its value) still there and nothing evicted.
+fn replaced_in_place(s: &Store, value: &[u8], kept: (&str, &[u8])) {
+    assert_eq!(s.try_put_bytes("k", value).unwrap(), Put::Stored);
+    assert_eq!(s.get_bytes("k").unwrap().unwrap(), value);
+    assert_eq!(s.get_bytes(kept.0).unwrap().unwrap(), kept.1);
+    assert_eq!(s.stats().unwrap().evictions, 0);
+    s.check().unwrap();
+}
+
+/// Fills the (small) /dev/shm but for `bytes` (a whole number of pages), with a file
+/// removed when the guard drops.
 fn fill_dev_shm_leaving(bytes: u64) -> Filler {
     use std::io::Write;
     let path = "/dev/shm/filler";
     let mut f = std::fs::File::create(path).unwrap();
     let chunk = vec![0u8; 4096];
-    while free_shm_bytes() > bytes {
-        f.write_all(&chunk).unwrap();
+    while free_shm_bytes() > bytes && f.write_all(&chunk).is_ok() {}
+    if bytes > 0 {
+        assert_eq!(free_shm_bytes(), bytes, "not filled to what was to be left");
     }
-    assert_eq!(free_shm_bytes(), bytes, "filled past what was to be left");
     Filler(path)
 }
 
 /// Fills the (small) /dev/shm with a file, removed when the guard drops.
 fn fill_dev_shm() -> Filler {
-    use std::io::Write;
-    let path = "/dev/shm/filler";
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 << 10];
-    while f.write_all(&chunk).is_ok() {}
-    Filler(path)
+    fill_dev_shm_leaving(0)
 }
 
 struct Filler(&'static str);
