@@ -386,6 +386,28 @@ fn put_get_keys_rm() {
 }
 
 #[test]
+fn put_stops_reading_an_endless_stdin_at_the_capacity() {
+    let n = Name::store("endless", "1MiB", &[]);
+    let name = n.as_str();
+    ok_in(&["put", name, "kept"], b"before");
+    let args = ["put", name, "zeros"];
+    // /dev/zero never ends: reading it all would grow until the process is killed.
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .expect("run shmstore");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&args, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("larger than the store's capacity") && err.contains("nothing was stored"),
+        "{err}"
+    );
+    assert_eq!(ok(&["keys", name]), "kept\n");
+    assert_eq!(ok(&["get", name, "kept"]), "before");
+}
+
+#[test]
 fn stat_text_and_json() {
     let n = Name::store("stat", "1MiB", &[]);
     let name = n.as_str();

@@ -18,10 +18,19 @@ pub struct Args {
 
 pub fn run(args: Args, format: Format) -> Outcome {
     let store = open(&args.name)?;
+    // No more than the store could ever hold, and one byte to tell that there was more:
+    // an endless or huge stdin is an error, not a process that grows until it is killed.
+    let capacity = store.stats()?.capacity;
     let mut value = Vec::new();
     std::io::stdin()
+        .take(capacity.saturating_add(1))
         .read_to_end(&mut value)
         .map_err(|e| Fail::Msg(format!("could not read stdin: {e}")))?;
+    if value.len() as u64 > capacity {
+        return Err(Fail::Msg(format!(
+            "the value on stdin is larger than the store's capacity ({capacity} bytes) and can never fit; nothing was stored; create the store with a larger --capacity"
+        )));
+    }
     if let Put::Refused(why) = store.try_put_bytes(&args.key, &value)? {
         // JSON readers get the outcome on stdout too; the reason goes to stderr as for
         // every failure, with exit status 1.
