@@ -101,6 +101,14 @@ pub enum Error {
     )]
     Corrupt { name: String, why: String },
 
+    /// The header's bytes are damaged (its geometry, its options or its lock): the store
+    /// cannot be opened or locked, so `repair`, which needs both, cannot mend it. (Handles
+    /// opened before the damage keep the geometry they read.)
+    #[error(
+        "store {name:?} has a damaged header: {why}; `shmstore repair` cannot mend a header: destroy and re-create the store"
+    )]
+    BadHeader { name: String, why: String },
+
     /// An operating-system call failed.
     #[error("{op} failed for store {name:?}: {source}{}", os_advice(.op, .source, .name))]
     Os {
@@ -161,6 +169,14 @@ pub(crate) struct Corruption(pub String);
 impl Corruption {
     pub(crate) fn named(self, name: &str) -> Error {
         Error::Corrupt {
+            name: name.to_owned(),
+            why: self.0,
+        }
+    }
+
+    /// The same, found in the header, which no rebuild mends ([`Error::BadHeader`]).
+    pub(crate) fn in_header(self, name: &str) -> Error {
+        Error::BadHeader {
             name: name.to_owned(),
             why: self.0,
         }

@@ -33,7 +33,12 @@
 //!
 //! ## Safety
 //! The segment is shared with other processes, which may be buggy. Every offset read from it
-//! is checked against the segment's bounds; a scribbled segment gives [`Error::Corrupt`].
+//! is checked against the segment's bounds; a scribbled segment gives [`Error::Corrupt`]
+//! ([`Store::repair`] mends it), or [`Error::BadHeader`] where the header itself (geometry,
+//! options, lock) is damaged. The bounds are those of the size read at open: a process that
+//! shrinks the segment's file under the store (`ftruncate`, `truncate(1)`) makes the others'
+//! next access past its new end a `SIGBUS`, as with any shared mapping (LMDB's too); only
+//! the store's own calls ever size it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -246,22 +246,32 @@ pub fn open(name: &str) -> Result<Mapping> {
                     // Taken over ([`take_over`]) and finished at another size since the
                     // size was read: look again.
                     Err(_) if os::fstat(&fd).is_ok_and(|now| now.size != info.size) => continue,
-                    Err(c) => return Err(c.named(name)),
+                    Err(c) => return Err(c.in_header(name)),
                 };
                 let fd2 = fd.try_clone().map_err(|e| os_err("dup", name, e))?;
                 return Ok(Mapping::new(map, fd2, geo));
             }
         } else if info.size > 0 {
             // Too short for this layout's header: a store of an older layout (whose header
-            // was smaller), or not a store at all.
+            // was smaller), one of this layout cut short, or not a store at all.
             // (A half-made store of this layout is never short: its size is set first.)
             let mut start = [0u8; 12];
             let n = os::read_start(&fd, &mut start).map_err(|e| os_err("read", name, e))?;
             let [magic @ .., v0, v1, v2, v3] = start;
             if n == start.len() && u64::from_le_bytes(magic) == MAGIC {
+                let found = u32::from_le_bytes([v0, v1, v2, v3]);
+                if found == LAYOUT_VERSION {
+                    return Err(Error::BadHeader {
+                        name: name.to_owned(),
+                        why: format!(
+                            "the segment was cut short to {} bytes, less than a header",
+                            info.size
+                        ),
+                    });
+                }
                 return Err(Error::Incompatible {
                     name: name.to_owned(),
-                    found: u32::from_le_bytes([v0, v1, v2, v3]),
+                    found,
                     expected: LAYOUT_VERSION,
                 });
             }

@@ -274,7 +274,7 @@ impl Store {
     /// from every handle.
     fn made(name: &str, m: Mapping) -> Result<Store> {
         let h = m.header();
-        let corrupt = |why: &str| Error::Corrupt {
+        let corrupt = |why: &str| Error::BadHeader {
             name: name.to_owned(),
             why: why.to_owned(),
         };
@@ -431,7 +431,7 @@ impl Store {
             }
             Err(LockError::Reentrant) => return Err(Error::Reentrant),
             Err(LockError::Damaged) => {
-                return Err(Error::Corrupt {
+                return Err(Error::BadHeader {
                     name: inner.name.clone(),
                     why: "its lock's bytes were overwritten (the mutex kind is wrong), so it cannot be locked safely".into(),
                 });

@@ -435,6 +435,46 @@ fn foreign_segments_are_refused() {
 }
 
 #[test]
+fn a_store_cut_short_or_grown_says_its_header_is_damaged_not_repairable() {
+    let s = TempStore::new("cut", opts(1 << 20));
+    s.put("k", &1u8).unwrap();
+    let path = segment_path(s.name());
+    let whole = std::fs::read(&path).unwrap();
+    let bad_header = |r: shmstore::Result<Store>, what: &str, says: &str| match r {
+        Err(e @ Error::BadHeader { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(says) && msg.contains("destroy and re-create"),
+                "{what}: {msg}"
+            );
+            assert!(!msg.contains("shmstore repair` (Store::repair)"), "{msg}");
+        }
+        other => panic!("{what}: {:?}", other.map(|_| ())),
+    };
+    // Shorter than the header, magic and version intact: not another layout's store.
+    std::fs::write(&path, &whole[..4096]).unwrap();
+    bad_header(
+        Store::open(s.name()),
+        "4 KiB left",
+        "cut short to 4096 bytes",
+    );
+    // Longer or shorter than the header says.
+    std::fs::write(&path, &whole[..whole.len() - 4096]).unwrap();
+    bad_header(Store::open(s.name()), "a page short", "header says");
+    let mut longer = whole.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    std::fs::write(&path, &longer).unwrap();
+    bad_header(Store::open(s.name()), "a page more", "header says");
+    // The whole file again: it opens, and the handle that was open works throughout.
+    std::fs::write(&path, &whole).unwrap();
+    assert_eq!(
+        Store::open(s.name()).unwrap().get::<u8>("k").unwrap(),
+        Some(1)
+    );
+    assert_eq!(s.get::<u8>("k").unwrap(), Some(1));
+}
+
+#[test]
 fn a_store_whose_index_size_was_overwritten_does_not_open() {
     let s = TempStore::new("geometry", opts(1 << 20));
     s.put("k", &1u8).unwrap();
@@ -446,7 +486,7 @@ fn a_store_whose_index_size_was_overwritten_does_not_open() {
     bytes[32..40].copy_from_slice(&(slots - 8).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     match Store::open(s.name()) {
-        Err(Error::Corrupt { why, .. }) => assert!(why.contains("geometry"), "{why}"),
+        Err(Error::BadHeader { why, .. }) => assert!(why.contains("geometry"), "{why}"),
         other => panic!("opened with another index size: {other:?}"),
     }
     // The handle that was open keeps the geometry it read and works on.

@@ -193,7 +193,7 @@ fn a_scribbled_record_len_keeps_the_store_from_opening() {
     for bad in [0u64, 64, 192, 100, 1 << 40] {
         write_at(&s.name, RECORD_LEN, &bad.to_le_bytes());
         match Store::open(&s.name) {
-            Err(Error::Corrupt { why, .. }) => assert!(why.contains("geometry"), "{bad}: {why}"),
+            Err(Error::BadHeader { why, .. }) => assert!(why.contains("geometry"), "{bad}: {why}"),
             other => panic!("record_len {bad}: {:?}", other.map(|_| ())),
         }
     }

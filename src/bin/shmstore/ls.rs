@@ -34,7 +34,7 @@ pub fn kind(e: &Error) -> &'static str {
         Error::Incompatible { .. } => "incompatible",
         Error::NotReady { .. } => "not_ready",
         Error::StillCreating { .. } => "creating",
-        Error::Corrupt { .. } => "corrupt",
+        Error::Corrupt { .. } | Error::BadHeader { .. } => "corrupt",
         Error::Timeout { .. } => "timeout",
         _ => "error",
     }

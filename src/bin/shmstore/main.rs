@@ -82,7 +82,8 @@ impl From<Error> for Fail {
         let hint = match &e {
             Error::Foreign { name, .. }
             | Error::NotReady { name, .. }
-            | Error::Incompatible { name, .. } => {
+            | Error::Incompatible { name, .. }
+            | Error::BadHeader { name, .. } => {
                 format!("\n  (from the shell: `shmstore destroy {name}` removes it)")
             }
             Error::StillCreating { name, .. } => format!(
