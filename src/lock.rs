@@ -55,6 +55,10 @@ pub struct Locked<'a> {
     writing: Cell<bool>,
     /// Whether the store must be repaired before readers may trust it again.
     poisoned: Cell<bool>,
+    /// Whether the thread was already unwinding from a panic when it took the lock (a
+    /// `Drop` that uses the store): its section then ends normally or aborts the process,
+    /// and only a panic that starts inside the section leaves a change half done.
+    unwinding_before: bool,
 }
 
 /// Trylock attempts between the first and the wait in the kernel.
@@ -107,6 +111,7 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         inconsistent: Cell::new(acquired == Acquired::OwnerDied),
         writing: Cell::new(false),
         poisoned: Cell::new(false),
+        unwinding_before: std::thread::panicking(),
     };
     Ok((guard, acquired))
 }
@@ -325,7 +330,8 @@ impl Drop for Locked<'_> {
         // mutex would instead make it unusable for good.
         let h = self.m.header();
         if self.writing.get() {
-            if std::thread::panicking() || self.poisoned.get() {
+            let panicked_inside = std::thread::panicking() && !self.unwinding_before;
+            if panicked_inside || self.poisoned.get() {
                 // A change may be half done (or the store is corrupt): readers keep retrying,
                 // and fall back to the lock, until the next holder has repaired it.
                 h.recovering.store(1, Relaxed);

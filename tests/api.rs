@@ -435,6 +435,38 @@ fn foreign_segments_are_refused() {
 }
 
 #[test]
+fn writes_from_a_drop_during_an_unrelated_panic_commit_without_a_recovery() {
+    let s = TempStore::new("unwind", opts(1 << 20));
+    for i in 0..100u32 {
+        s.put(&format!("k{i}"), &i).unwrap();
+    }
+    struct Tidy<'a>(&'a Store);
+    impl Drop for Tidy<'_> {
+        fn drop(&mut self) {
+            // Runs while the thread unwinds: every store call here is a whole one.
+            self.0.remove("k5").unwrap();
+            self.0.put("tidied", &true).unwrap();
+        }
+    }
+    let before = s.stats().unwrap();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _tidy = Tidy(&s);
+        panic!("unrelated to the store");
+    }));
+    assert!(unwound.is_err());
+    s.put("next", &1u8).unwrap();
+    let after = s.stats().unwrap();
+    assert_eq!(
+        after.recoveries, before.recoveries,
+        "a write that finished was taken for a half-done one"
+    );
+    assert!(!s.has("k5").unwrap());
+    assert_eq!(s.get::<bool>("tidied").unwrap(), Some(true));
+    assert_eq!(s.count().unwrap(), 101);
+    s.check().unwrap();
+}
+
+#[test]
 fn a_store_cut_short_or_grown_says_its_header_is_damaged_not_repairable() {
     let s = TempStore::new("cut", opts(1 << 20));
     s.put("k", &1u8).unwrap();
