@@ -2,8 +2,12 @@
 //! bytes (outside the lock) and back. [`Bincode`] is the default; another codec is a new type
 //! implementing the trait, used through `Store::put_as` / `Store::get_as`.
 
+use std::marker::PhantomData;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::bounded::Bounded;
 
 /// A serialization format for stored values.
 pub trait Codec {
@@ -16,21 +20,26 @@ pub trait Codec {
 /// bincode 2 with its standard configuration (varint integers, little endian).
 ///
 /// Decoding is limited: a value may claim at most 16 times its encoded size (and at least
-/// 1 KiB) in allocations, so a few hostile bytes claiming a 1 TiB string are an error, not an
-/// abort.
+/// 1 KiB) in allocations, and as many elements (at least 2^20), and may nest at most 256
+/// levels deep, so a
+/// few hostile bytes claiming a 1 TiB string, or read as a deeply recursive type, are an
+/// error, not an abort or a hang. (A value nested deeper can be put but not got.)
 pub struct Bincode;
 
 macro_rules! decode_limited {
     ($bytes:expr, $($limit:literal),+) => {{
         let claim = ($bytes.len() as u64).saturating_mul(16);
+        // The same allowance in elements (a `Vec<()>` takes no memory), and a bound on
+        // nesting: see `bounded`.
+        let seed = || Bounded { steps: claim.max(1 << 20), ty: PhantomData };
         $(
             if claim <= $limit {
                 let config = bincode::config::standard().with_limit::<$limit>();
-                return bincode::serde::decode_from_slice($bytes, config).map_err(decode_error).and_then(whole($bytes.len()));
+                return bincode::serde::seed_decode_from_slice(seed(), $bytes, config).map_err(decode_error).and_then(whole($bytes.len()));
             }
         )+
         let config = bincode::config::standard().with_limit::<{ 1 << 40 }>();
-        bincode::serde::decode_from_slice($bytes, config).map_err(decode_error).and_then(whole($bytes.len()))
+        bincode::serde::seed_decode_from_slice(seed(), $bytes, config).map_err(decode_error).and_then(whole($bytes.len()))
     }};
 }
 
@@ -120,6 +129,59 @@ mod tests {
         let bytes = [0xFD, 0, 0, 0, 0, 0, 1, 0, 0, b'a', b'b', b'c'];
         assert!(Bincode::decode::<String>(&bytes).is_err());
         assert!(Bincode::decode::<Vec<u64>>(&bytes).is_err());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    fn tree(depth: usize) -> Tree {
+        (0..depth).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)))
+    }
+
+    #[test]
+    fn a_recursive_type_read_from_unsuitable_bytes_is_an_error_not_a_stack_overflow() {
+        // Each byte 1 reads as one more `Node`: 100,000 levels would overflow any stack.
+        let why = Bincode::decode::<Tree>(&vec![1u8; 100_000]).unwrap_err();
+        assert!(why.contains("nests deeper than 256 levels"), "{why}");
+        let mut out = Vec::new();
+        Bincode::encode(&tree(crate::bounded::MAX_DEPTH as usize + 1), &mut out).unwrap();
+        assert!(Bincode::decode::<Tree>(&out).is_err());
+    }
+
+    #[test]
+    fn values_nested_up_to_the_limit_decode_on_a_spawned_threads_stack() {
+        // A spawned thread has 2 MiB of stack (less than the main thread's 8): the deepest
+        // value allowed must fit there, in a debug build too.
+        let depth = crate::bounded::MAX_DEPTH as usize - 1;
+        let mut out = Vec::new();
+        Bincode::encode(&tree(depth), &mut out).unwrap();
+        let back =
+            std::thread::spawn(move || Bincode::decode::<Tree>(&out).map(|t| t == tree(depth)));
+        assert_eq!(back.join().unwrap(), Ok(true));
+        // Depth counts nesting, not length: a long flat sequence is not deep.
+        let mut out = Vec::new();
+        let long: Vec<Option<(u8, String)>> =
+            (0..100_000).map(|i| Some((i as u8, "x".into()))).collect();
+        Bincode::encode(&long, &mut out).unwrap();
+        assert_eq!(
+            Bincode::decode::<Vec<Option<(u8, String)>>>(&out).unwrap(),
+            long
+        );
+    }
+
+    #[test]
+    fn zero_sized_elements_claimed_by_the_quintillion_are_an_error_not_a_hang() {
+        let mut out = Vec::new();
+        Bincode::encode(&(1u64 << 62), &mut out).unwrap();
+        let why = Bincode::decode::<Vec<()>>(&out).unwrap_err();
+        assert!(why.contains("more elements than its size allows"), "{why}");
+        // A million of them, the least allowance, still decode.
+        let mut out = Vec::new();
+        Bincode::encode(&vec![(); 1 << 19], &mut out).unwrap();
+        assert_eq!(Bincode::decode::<Vec<()>>(&out).unwrap().len(), 1 << 19);
     }
 
     #[test]

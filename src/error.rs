@@ -36,7 +36,10 @@ pub enum Error {
     #[error("could not serialize the value: {0}; nothing was stored")]
     Encode(String),
 
-    /// Deserializing a stored value failed (wrong type asked for, or a corrupt value).
+    /// Deserializing a stored value failed: a type other than the stored one was asked for,
+    /// the value is corrupt, or it exceeds the decoder's bounds (see [`Bincode`](crate::Bincode)).
+    /// bincode stores no type information: a type of the same shape (`i32` for a stored
+    /// `u32`) decodes without an error.
     #[error(
         "could not deserialize the value under key {key:?}: {why}; read it with the type (and codec) it was stored with, or with get_bytes if it was stored as raw bytes"
     )]

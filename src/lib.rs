@@ -53,6 +53,7 @@ macro_rules! fault {
 
 mod arena;
 mod attach;
+mod bounded;
 mod codec;
 mod compact;
 mod error;

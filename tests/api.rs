@@ -435,6 +435,26 @@ fn foreign_segments_are_refused() {
 }
 
 #[test]
+fn a_get_of_a_recursive_or_zero_sized_type_from_unsuitable_bytes_is_a_decode_error() {
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+    let s = TempStore::new("decode-bounds", opts(1 << 20));
+    s.put_bytes("ones", &vec![1u8; 100_000]).unwrap();
+    s.put("huge-len", &(1u64 << 62)).unwrap();
+    assert!(matches!(s.get::<Tree>("ones"), Err(Error::Decode { .. })));
+    assert!(matches!(
+        s.get::<Vec<()>>("huge-len"),
+        Err(Error::Decode { .. })
+    ));
+    assert_eq!(s.get_bytes("ones").unwrap().map(|v| v.len()), Some(100_000));
+    assert_eq!(s.get::<u64>("huge-len").unwrap(), Some(1 << 62));
+}
+
+#[test]
 fn writes_from_a_drop_during_an_unrelated_panic_commit_without_a_recovery() {
     let s = TempStore::new("unwind", opts(1 << 20));
     for i in 0..100u32 {

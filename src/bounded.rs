@@ -1,0 +1,329 @@
+//! Decoding with bounds that bincode lacks: how deep a value nests and how many parts it
+//! has. A recursive type (`enum Tree { Leaf, Node(Box<Tree>) }`) asked of a few hundred
+//! kilobytes of unsuitable bytes would otherwise recurse once per byte until the stack
+//! overflows (an abort, not an error), and a `Vec` of zero-sized elements claiming 2^62 of
+//! them would loop for years while taking no memory and reading no bytes.
+//!
+//! [`Bounded<T>`], a seed, deserializes `T` through [`Limits`], a `Deserializer` that hands the
+//! type's visitors wrapped accessors: entering a sequence, map, enum, option or newtype
+//! costs one level of depth, and every element, entry and nesting costs one step of a
+//! budget shared by the whole value. Everything else is passed through unchanged.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
+
+/// How deep a stored value may nest (a sequence in an option in a newtype is three
+/// levels). serde_json's parser stops at 128. Decoding takes ~1-2 KiB of stack per level in
+/// a debug build (~0.2 KiB optimised), so this keeps the deepest value allowed within a
+/// quarter of a spawned thread's 2 MiB; a list kept as a recursive type (one level per
+/// node) can have 255 nodes.
+pub const MAX_DEPTH: u32 = 256;
+
+/// Decodes a `T` within [`MAX_DEPTH`] levels and `steps` elements, entries and nestings
+/// in all.
+pub struct Bounded<T> {
+    pub steps: u64,
+    pub ty: PhantomData<T>,
+}
+
+impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Bounded<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        let steps = Cell::new(self.steps);
+        T::deserialize(Limits {
+            de: d,
+            depth: MAX_DEPTH,
+            steps: &steps,
+        })
+    }
+}
+
+/// A `Deserializer` (or an accessor, or a visitor) with `depth` levels left and the
+/// value's remaining step budget.
+struct Limits<'a, X> {
+    de: X,
+    depth: u32,
+    steps: &'a Cell<u64>,
+}
+
+impl<'a, X> Limits<'a, X> {
+    fn wrap<Y>(&self, inner: Y) -> Limits<'a, Y> {
+        Limits {
+            de: inner,
+            depth: self.depth,
+            steps: self.steps,
+        }
+    }
+
+    /// One step of the budget.
+    fn step<E: de::Error>(&self) -> Result<(), E> {
+        match self.steps.get().checked_sub(1) {
+            Some(left) => {
+                self.steps.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(
+                "it has more elements than its size allows (16 per byte): not a value of that type",
+            )),
+        }
+    }
+
+    /// One level down, and one step.
+    fn deeper<Y, E: de::Error>(&self, inner: Y) -> Result<Limits<'a, Y>, E> {
+        let Some(depth) = self.depth.checked_sub(1) else {
+            return Err(E::custom(format_args!(
+                "it nests deeper than {MAX_DEPTH} levels: not a value of that type, or one too \
+                 deep for get (store it as bytes, or flatten it)"
+            )));
+        };
+        self.step()?;
+        Ok(Limits {
+            de: inner,
+            depth,
+            steps: self.steps,
+        })
+    }
+}
+
+/// `deserialize_*` methods that only take a visitor.
+macro_rules! forward_visit {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+            let v = self.wrap(v);
+            self.de.$method(v)
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
+    type Error = D::Error;
+
+    forward_visit! {
+        deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
+        deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
+        deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+        deserialize_option deserialize_unit deserialize_seq deserialize_map
+        deserialize_identifier deserialize_ignored_any
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_unit_struct(name, v)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_newtype_struct(name, v)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_tuple(len, v)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_tuple_struct(name, len, v)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_struct(name, fields, v)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.deserialize_enum(name, variants, v)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.de.is_human_readable()
+    }
+}
+
+/// `visit_*` methods of values that hold nothing further.
+macro_rules! forward_leaf {
+    ($($method:ident($ty:ty))*) => {$(
+        fn $method<E: de::Error>(self, x: $ty) -> Result<Self::Value, E> {
+            self.de.$method(x)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.de.expecting(f)
+    }
+
+    forward_leaf! {
+        visit_bool(bool) visit_i8(i8) visit_i16(i16) visit_i32(i32) visit_i64(i64)
+        visit_i128(i128) visit_u8(u8) visit_u16(u16) visit_u32(u32) visit_u64(u64)
+        visit_u128(u128) visit_f32(f32) visit_f64(f64) visit_char(char) visit_str(&str)
+        visit_borrowed_str(&'de str) visit_string(String) visit_bytes(&[u8])
+        visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.de.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.de.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let d = self.deeper(d)?;
+        self.de.visit_some(d)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let d = self.deeper(d)?;
+        self.de.visit_newtype_struct(d)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        let a = self.deeper(a)?;
+        self.de.visit_seq(a)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        let a = self.deeper(a)?;
+        self.de.visit_map(a)
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        let a = self.deeper(a)?;
+        self.de.visit_enum(a)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Limits<'_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let d = self.wrap(d);
+        self.de.deserialize(d)
+    }
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limits<'_, A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        self.step()?;
+        let seed = self.wrap(seed);
+        self.de.next_element_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.de.size_hint()
+    }
+}
+
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limits<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        self.step()?;
+        let seed = self.wrap(seed);
+        self.de.next_key_seed(seed)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let seed = self.wrap(seed);
+        self.de.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.de.size_hint()
+    }
+}
+
+impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limits<'a, A> {
+    type Error = A::Error;
+    type Variant = Limits<'a, A::Variant>;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Self::Error> {
+        let seed = self.wrap(seed);
+        let (depth, steps) = (self.depth, self.steps);
+        let (value, variant) = self.de.variant_seed(seed)?;
+        let variant = Limits {
+            de: variant,
+            depth,
+            steps,
+        };
+        Ok((value, variant))
+    }
+}
+
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Limits<'_, A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        self.de.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        let seed = self.wrap(seed);
+        self.de.newtype_variant_seed(seed)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.tuple_variant(len, v)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        let v = self.wrap(v);
+        self.de.struct_variant(fields, v)
+    }
+}
