@@ -87,7 +87,8 @@ pub struct Options {
     pub lock_timeout: Duration,
     /// Objects the index holds at least (`None`: the default for the capacity).
     pub max_objects: Option<u64>,
-    /// Permission bits of the segment (0600, or 0660 with group access).
+    /// Permission bits of the segment (0600, or 0660 with group access): read and write
+    /// bits only, the owner's both.
     pub mode: u32,
     /// Objects whose key and value take at most this many bytes are also copied beside
     /// their index entry (0: none). See [`inline_values`](Options::inline_values).
@@ -233,6 +234,15 @@ impl Options {
                 format!(
                     "{} is outside 0..=1; it is a fraction, e.g. 0.2",
                     self.min_free_mem_pct
+                ),
+            );
+        }
+        if self.mode & !0o666 != 0 || self.mode & 0o600 != 0o600 {
+            return bad(
+                "mode",
+                format!(
+                    "{:#o} is not a segment's mode: only read and write bits (within 0o666),                      the owner's both; use 0o600, or group_access(true) for 0o660",
+                    self.mode
                 ),
             );
         }

@@ -370,15 +370,31 @@ fn bad_names_and_options_are_errors() {
     assert!(matches!(Store::open(&long), Err(Error::InvalidName { .. })));
     let name = unique_name("badopt");
     let _c = Cleanup(name.clone());
+    let with_mode = |mode| {
+        let mut o = opts(1 << 20);
+        o.mode = mode;
+        o
+    };
     for o in [
         opts(0),
         opts(1 << 20).min_free_mem_pct(1.5),
         opts(1 << 20).min_free_mem_pct(-1.0),
+        with_mode(0o777),
+        with_mode(0o4600),
+        with_mode(0o400),
+        with_mode(0),
+        with_mode(u32::MAX),
     ] {
-        assert!(matches!(
-            Store::create(&name, o),
-            Err(Error::InvalidOption { .. })
-        ));
+        assert!(
+            matches!(Store::create(&name, o), Err(Error::InvalidOption { .. })),
+            "{o:?}"
+        );
+    }
+    // Read and write bits, the owner's both: wider access is the user's to ask for.
+    for mode in [0o600, 0o640, 0o666] {
+        let s = Store::create(&name, with_mode(mode)).unwrap();
+        assert_eq!(s.options().mode, mode);
+        Store::destroy(&name).unwrap();
     }
     assert!(
         !shmstore::valid(&name),
