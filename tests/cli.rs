@@ -612,6 +612,43 @@ fn check_passes_and_fails() {
 }
 
 #[test]
+fn repair_says_when_the_store_was_emptied_before_it_ran() {
+    let n = Name::store("emptied", "64KiB", &[]);
+    for key in ["a", "b", "c"] {
+        ok_in(&["put", n.as_str(), key], b"some value");
+    }
+    // Junk over index and arena: the chain of blocks is broken beyond repair.
+    scribble(&n);
+    let err = fails(&["keys", n.as_str()], 1);
+    assert!(err.contains("is corrupt"), "{err}");
+    // The failed command flagged the store, and the next lock holder (that command's own
+    // handle, as it detached) rebuilt it: emptied already.
+    let v = json(&["stat", n.as_str()]);
+    assert_eq!(
+        (v["objects"].as_u64(), v["resets"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+    let out = ok(&["repair", n.as_str()]);
+    assert!(
+        out.contains("0 objects (counted 0 before)")
+            && out.contains("note: it has been emptied 1 time since it was created"),
+        "{out}"
+    );
+    let v = json(&["repair", n.as_str()]);
+    assert_eq!(
+        (v["emptied"].as_bool(), v["resets"].as_u64()),
+        (Some(false), Some(1)),
+        "{v}"
+    );
+    // A store never emptied gets no note.
+    let m = Name::store("never-emptied", "64KiB", &[]);
+    ok_in(&["put", m.as_str(), "a"], b"x");
+    let out = ok(&["repair", m.as_str()]);
+    assert!(out.contains("1 object") && !out.contains("note:"), "{out}");
+}
+
+#[test]
 fn top_text_and_json() {
     let n = Name::store("top", "1MiB", &[]);
     let text = ok(&["top", n.as_str(), "--iterations", "2", "--interval", "0.2"]);

@@ -24,6 +24,7 @@ pub fn run(args: Args, format: Format) -> Outcome {
                 "objects_before": before.objects,
                 "objects": report.objects,
                 "emptied": emptied,
+                "resets": after.resets,
             }),
             true,
         )?,
@@ -31,12 +32,23 @@ pub fn run(args: Args, format: Format) -> Outcome {
             "store {:?} was broken beyond repair and has been emptied",
             args.name
         ))?,
-        Format::Text => fmt::line(format!(
-            "store {:?} rebuilt from its arena: {} (counted {} before); it passes the check",
-            args.name,
-            fmt::count(report.objects, "object"),
-            before.objects
-        ))?,
+        Format::Text => {
+            fmt::line(format!(
+                "store {:?} rebuilt from its arena: {} (counted {} before); it passes the check",
+                args.name,
+                fmt::count(report.objects, "object"),
+                before.objects
+            ))?;
+            // The operation that met a corruption flags the store, and the next one to take
+            // its lock rebuilds it (the failed command's own handle, as it detaches): by now
+            // an arena broken beyond repair may already have been emptied.
+            if after.resets > 0 {
+                fmt::line(format!(
+                    "note: it has been emptied {} since it was created, by a rebuild that found                      its arena broken beyond repair (perhaps the automatic one after the error                      that led here); `resets` in `shmstore stat` counts them",
+                    fmt::count(after.resets, "time")
+                ))?;
+            }
+        }
     }
     Ok(())
 }
