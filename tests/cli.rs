@@ -552,6 +552,34 @@ fn ls_text_and_json() {
     assert!(row.contains("1 GiB") && row.contains("0660"), "{row}");
     assert!(text.contains("is not a shmstore store"), "{text}");
 
+    // A file whose name would drive the terminal and split the line is shown escaped, in
+    // `ls` and `gc`; JSON has it exactly.
+    let odd = Name(format!("{tag}\u{1b}[31mred\nline2"));
+    std::fs::write(odd.path(), b"junk").unwrap();
+    let escaped = format!("{tag}\\u{{1b}}[31mred\\nline2");
+    for args in [
+        &["ls", "--prefix", &tag][..],
+        &["gc", "--dry-run", "--prefix", &tag],
+    ] {
+        let text = ok(args);
+        assert!(!text.contains('\u{1b}'), "{args:?}: {text:?}");
+        let line = text.lines().find(|l| l.contains("red")).unwrap();
+        assert!(line.contains(&escaped), "{args:?}: {line:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("line2")),
+            "{args:?}: {text:?}"
+        );
+    }
+    let v = json(&["ls", "--prefix", &tag]);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == odd.as_str()),
+        "{v}"
+    );
+    drop(odd);
+
     // A live user is counted.
     let _kid = user(&a);
     let v = json(&["ls", "--prefix", a.as_str()]);

@@ -189,6 +189,27 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A key or a name as (part of) a line of text: a backslash, control characters (a newline, an escape sequence
+/// that would drive the terminal) and the invisible characters that reorder or break a line
+/// (bidi controls, line and paragraph separators) escaped as Rust writes them, everything
+/// else as it is. Unambiguous: a shown backslash always starts an escape.
+pub fn shown(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\\' => "\\\\".to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            '\u{200e}'
+            | '\u{200f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}' => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +243,16 @@ mod tests {
         assert_eq!(duration_ns(1_200_000), "1.2 ms");
         assert_eq!(duration_ns(125_000_000_000), "2 min 5 s");
         assert_eq!(mode(0o600), "0600");
+    }
+
+    #[test]
+    fn control_and_invisible_characters_and_backslashes_are_escaped() {
+        assert_eq!(super::shown("img/0001"), "img/0001");
+        assert_eq!(super::shown("a\nb"), "a\\nb");
+        assert_eq!(super::shown("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(super::shown("été \"q\""), "été \"q\"");
+        // A literal backslash-n and a newline stay apart.
+        assert_eq!(super::shown("a\\nb"), "a\\\\nb");
+        assert_eq!(super::shown("abc\u{202e}def"), "abc\\u{202e}def");
     }
 }

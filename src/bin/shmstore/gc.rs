@@ -91,6 +91,8 @@ pub fn run(args: Args, format: Format) -> Outcome {
                 "removed"
             };
             for (name, v) in &verdicts {
+                // A name that is no store's may hold anything a file name can.
+                let name = fmt::shown(name);
                 fmt::line(match v {
                     Verdict::Removed { capacity, objects } => {
                         format!(

@@ -109,7 +109,7 @@ fn text(entries: &[Entry]) -> std::io::Result<()> {
                 stats: s,
                 open_by,
             } => rows.push(vec![
-                name.clone(),
+                fmt::shown(name),
                 fmt::bytes(s.capacity),
                 fmt::bytes(s.used_bytes),
                 s.objects.to_string(),
@@ -118,7 +118,9 @@ fn text(entries: &[Entry]) -> std::io::Result<()> {
                 fmt::mode(s.mode),
                 open_by.len().to_string(),
             ]),
-            Entry::Broken { name, error, .. } => problems.push(format!("{name}: {error}")),
+            Entry::Broken { name, error, .. } => {
+                problems.push(format!("{}: {error}", fmt::shown(name)))
+            }
         }
     }
     if !rows.is_empty() {
