@@ -88,7 +88,7 @@ pub enum Error {
 
     /// The store's lock could not be taken within the lock timeout.
     #[error(
-        "timed out after {waited:?} waiting for the lock of store {name:?}; another process holds it for too long (see `shmstore stat`), or raise Options::lock_timeout"
+        "timed out after {waited:?} waiting for the lock of store {name:?}; another process holds it for too long (see `shmstore stat`), or create the store with a longer lock timeout (Options::lock_timeout, `shmstore create --lock-timeout`)"
     )]
     Timeout { name: String, waited: Duration },
 

@@ -322,10 +322,68 @@ fn bad_size_policy_and_options_are_refused() {
     );
     let err = fails(&["create", n.as_str(), "--capacity", "0"], 1);
     assert!(err.contains("capacity"), "{err}");
+    // A negative fraction is the store's error, not a command line that does not parse.
+    let err = fails(
+        &[
+            "create",
+            n.as_str(),
+            "--capacity",
+            "1MiB",
+            "--min-free",
+            "-0.1",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("min_free_mem_pct") && err.contains("0..=1"),
+        "{err}"
+    );
+    for bad in ["-1", "soon", "NaN"] {
+        let err = fails(
+            &[
+                "create",
+                n.as_str(),
+                "--capacity",
+                "1MiB",
+                "--lock-timeout",
+                bad,
+            ],
+            2,
+        );
+        assert!(err.contains("seconds"), "{bad}: {err}");
+    }
+    let err = fails(
+        &[
+            "create",
+            n.as_str(),
+            "--capacity",
+            "1MiB",
+            "--lock-timeout",
+            "7200",
+        ],
+        1,
+    );
+    assert!(err.contains("lock_timeout") && err.contains("1 h"), "{err}");
     assert!(!n.exists(), "a refused create left {}", n.path().display());
     // Plain byte counts and decimal units work.
     let v = json(&["create", n.as_str(), "--capacity", "1000000"]);
     assert!(v["capacity"].as_u64().unwrap() >= 1_000_000);
+    assert_eq!(v["lock_timeout_s"].as_f64(), Some(30.0));
+    let m = Name::new("timeout");
+    let v = json(&[
+        "create",
+        m.as_str(),
+        "--capacity",
+        "1MiB",
+        "--lock-timeout",
+        "0.25",
+    ]);
+    assert_eq!(v["lock_timeout_s"].as_f64(), Some(0.25));
+    let store = Store::open(m.as_str()).unwrap();
+    assert_eq!(
+        store.options().lock_timeout,
+        std::time::Duration::from_millis(250)
+    );
 }
 
 #[test]

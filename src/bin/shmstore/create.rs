@@ -1,5 +1,5 @@
 //! `shmstore create NAME --capacity SIZE [--policy rotate|strict] [--min-free F]
-//! [--max-objects N] [--inline-values BYTES] [--huge-arena] [--group]`.
+//! [--lock-timeout SECS] [--max-objects N] [--inline-values BYTES] [--huge-arena] [--group]`.
 
 use serde_json::json;
 use shmstore::{Options, PutPolicy, Store};
@@ -19,8 +19,12 @@ pub struct Args {
     #[arg(long, default_value = "rotate", value_parser = parse_policy)]
     policy: PutPolicy,
     /// Fraction (0..=1) of the machine's memory that must stay available; 0 turns it off.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     min_free: f64,
+    /// Seconds (0.001 to 3600) an operation of any process waits for the store's lock before
+    /// it fails with a timeout; kept in the store, the same for every process.
+    #[arg(long, default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
+    lock_timeout: std::time::Duration,
     /// Objects the index holds at least before rotation (default: one per KiB of capacity,
     /// at least 1024; the index rounds up to a whole cache line of slots).
     #[arg(long)]
@@ -42,6 +46,14 @@ pub struct Args {
     group: bool,
 }
 
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 30, or 0.5)"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a number of seconds from 0.001 to 3600"))
+}
+
 fn parse_policy(s: &str) -> Result<PutPolicy, String> {
     s.parse().map_err(|e: shmstore::Error| e.to_string())
 }
@@ -51,13 +63,15 @@ pub fn run(args: Args, format: Format) -> Outcome {
         .capacity(args.capacity)
         .put_policy(args.policy)
         .min_free_mem_pct(args.min_free)
+        .lock_timeout(args.lock_timeout)
         .group_access(args.group)
         .inline_values(args.inline_values)
         .huge_arena(args.huge_arena);
     if let Some(n) = args.max_objects {
         options = options.max_objects(n);
     }
-    let s = Store::create(&args.name, options)?.stats()?;
+    let store = Store::create(&args.name, options)?;
+    let s = store.stats()?;
     match format {
         Format::Json => fmt::json(
             &json!({
@@ -68,6 +82,7 @@ pub fn run(args: Args, format: Format) -> Outcome {
                 "huge_arena": s.huge_arena,
                 "put_policy": s.put_policy,
                 "min_free_mem_pct": s.min_free_mem_pct,
+                "lock_timeout_s": store.options().lock_timeout.as_secs_f64(),
                 "mode": fmt::mode(s.mode),
             }),
             true,
