@@ -12,7 +12,15 @@ use shmstore::{Error, Options, Store};
 
 const NAME: &str = "by-name-demo";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // The error's own words (`Display`), not its debug form.
+    if let Err(e) = run() {
+        eprintln!("by_name: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     match std::env::args().nth(1).as_deref() {
         Some("writer") => {
             let store = Store::open_or_create(NAME, Options::default().capacity(1 << 20))?;
@@ -53,8 +61,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        Some("clean") => Store::destroy(NAME)?,
-        _ => eprintln!("usage: by_name writer | reader | clean"),
+        Some("clean") => match Store::destroy(NAME) {
+            Ok(()) => println!("destroyed {NAME:?}"),
+            Err(Error::NotFound(_)) => println!("no store {NAME:?}: nothing to clean"),
+            Err(e) => return Err(e.into()),
+        },
+        _ => {
+            eprintln!("usage: by_name writer | reader | clean");
+            std::process::exit(2);
+        }
     }
     Ok(())
 }
