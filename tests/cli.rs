@@ -469,6 +469,11 @@ fn put_stops_reading_an_endless_stdin_at_the_capacity() {
 fn stat_text_and_json() {
     let n = Name::store("stat", "1MiB", &[]);
     let name = n.as_str();
+    // No get yet: no ratio (as in `top`), not 0%.
+    assert!(json(&["stat", name])["hit_ratio"].is_null());
+    let text = ok(&["stat", name]);
+    let row = text.lines().find(|l| l.starts_with("hit ratio")).unwrap();
+    assert!(row.trim_end().ends_with('-'), "{row}");
     ok_in(&["put", name, "a"], b"0123456789");
     ok_in(&["put", name, "b"], b"xyz");
     ok(&["get", name, "a"]);

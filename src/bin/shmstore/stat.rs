@@ -120,7 +120,7 @@ fn text(
         ),
         ("hits", s.hits.to_string()),
         ("misses", s.misses.to_string()),
-        ("hit ratio", fmt::percent(s.hit_ratio())),
+        ("hit ratio", hit_ratio(s).map_or("-".into(), fmt::percent)),
         ("locked reads", s.locked_reads.to_string()),
         ("puts", s.puts.to_string()),
         ("refused puts", s.refused_puts.to_string()),
@@ -191,7 +191,7 @@ fn to_json(
     };
     let extra = json!({
         "name": name,
-        "hit_ratio": s.hit_ratio(),
+        "hit_ratio": hit_ratio(s),
         "mode": fmt::mode(s.mode),
         "processes": open_by.len(),
         "pids": open_by,
@@ -207,4 +207,9 @@ fn to_json(
         base.extend(extra);
     }
     v
+}
+
+/// Hits over gets; none before the first get (as `top` shows it), not 0%.
+fn hit_ratio(s: &Stats) -> Option<f64> {
+    (s.hits.saturating_add(s.misses) > 0).then(|| s.hit_ratio())
 }
