@@ -815,6 +815,8 @@ fn destroy_text_and_json() {
     // A foreign segment can be removed too.
     let j = Name::new("destroy-junk");
     std::fs::write(j.path(), b"junk").unwrap();
+    let err = fails(&["create", j.as_str(), "--capacity", "1MiB"], 1);
+    assert!(err.contains("does not open as a store"), "{err}");
     ok(&["destroy", j.as_str()]);
     assert!(!j.exists());
 }
