@@ -32,12 +32,14 @@ pub struct Bounded<T> {
 impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Bounded<T> {
     type Value = T;
 
+    #[inline(always)]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         let steps = Cell::new(self.steps);
         T::deserialize(Limits {
             de: d,
             depth: MAX_DEPTH,
             steps: &steps,
+            prepaid: false,
         })
     }
 }
@@ -48,50 +50,78 @@ struct Limits<'a, X> {
     de: X,
     depth: u32,
     steps: &'a Cell<u64>,
+    /// For a sequence or map accessor: its elements were paid for up front, from its
+    /// length (bincode's size hints are exact), so `next_*` costs nothing more.
+    prepaid: bool,
 }
 
 impl<'a, X> Limits<'a, X> {
+    #[inline(always)]
     fn wrap<Y>(&self, inner: Y) -> Limits<'a, Y> {
         Limits {
             de: inner,
             depth: self.depth,
             steps: self.steps,
+            prepaid: false,
         }
     }
 
     /// One step of the budget.
+    #[inline(always)]
     fn step<E: de::Error>(&self) -> Result<(), E> {
-        match self.steps.get().checked_sub(1) {
+        self.pay(1)
+    }
+
+    /// `n` steps of the budget.
+    #[inline(always)]
+    fn pay<E: de::Error>(&self, n: u64) -> Result<(), E> {
+        match self.steps.get().checked_sub(n) {
             Some(left) => {
                 self.steps.set(left);
                 Ok(())
             }
-            None => Err(E::custom(
-                "it has more elements than its size allows (16 per byte): not a value of that type",
-            )),
+            None => Err(too_many()),
         }
     }
 
     /// One level down, and one step.
+    #[inline(always)]
     fn deeper<Y, E: de::Error>(&self, inner: Y) -> Result<Limits<'a, Y>, E> {
         let Some(depth) = self.depth.checked_sub(1) else {
-            return Err(E::custom(format_args!(
-                "it nests deeper than {MAX_DEPTH} levels: not a value of that type, or one too \
-                 deep for get (store it as bytes, or flatten it)"
-            )));
+            return Err(too_deep());
         };
         self.step()?;
         Ok(Limits {
             de: inner,
             depth,
             steps: self.steps,
+            prepaid: false,
         })
     }
+}
+
+/// The error of a value with more parts than its size allows; out of the way of the hot
+/// path (every element of a sequence passes through [`Limits::pay`]).
+#[cold]
+#[inline(never)]
+fn too_many<E: de::Error>() -> E {
+    E::custom("it has more elements than its size allows (16 per byte): not a value of that type")
+}
+
+/// The error of a value that nests deeper than [`MAX_DEPTH`].
+#[cold]
+#[inline(never)]
+fn too_deep<E: de::Error>() -> E {
+    E::custom(format_args!(
+        "it nests deeper than {MAX_DEPTH} levels: not a value of that type, or one too deep \
+         for get (store it as bytes, or flatten it)"
+    ))
 }
 
 /// `deserialize_*` methods that only take a visitor.
 macro_rules! forward_visit {
     ($($method:ident)*) => {$(
+        #[inline(always)]
         fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
             let v = self.wrap(v);
             self.de.$method(v)
@@ -111,6 +141,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         deserialize_identifier deserialize_ignored_any
     }
 
+    #[inline(always)]
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -120,6 +151,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         self.de.deserialize_unit_struct(name, v)
     }
 
+    #[inline(always)]
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -129,11 +161,13 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         self.de.deserialize_newtype_struct(name, v)
     }
 
+    #[inline(always)]
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
         let v = self.wrap(v);
         self.de.deserialize_tuple(len, v)
     }
 
+    #[inline(always)]
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -144,6 +178,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         self.de.deserialize_tuple_struct(name, len, v)
     }
 
+    #[inline(always)]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -154,6 +189,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         self.de.deserialize_struct(name, fields, v)
     }
 
+    #[inline(always)]
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -164,6 +200,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         self.de.deserialize_enum(name, variants, v)
     }
 
+    #[inline(always)]
     fn is_human_readable(&self) -> bool {
         self.de.is_human_readable()
     }
@@ -172,6 +209,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
 /// `visit_*` methods of values that hold nothing further.
 macro_rules! forward_leaf {
     ($($method:ident($ty:ty))*) => {$(
+        #[inline(always)]
         fn $method<E: de::Error>(self, x: $ty) -> Result<Self::Value, E> {
             self.de.$method(x)
         }
@@ -181,6 +219,7 @@ macro_rules! forward_leaf {
 impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
     type Value = V::Value;
 
+    #[inline(always)]
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         self.de.expecting(f)
     }
@@ -193,34 +232,51 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
         visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
     }
 
+    #[inline(always)]
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         self.de.visit_none()
     }
 
+    #[inline(always)]
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         self.de.visit_unit()
     }
 
+    #[inline(always)]
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let d = self.deeper(d)?;
         self.de.visit_some(d)
     }
 
+    #[inline(always)]
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let d = self.deeper(d)?;
         self.de.visit_newtype_struct(d)
     }
 
+    #[inline(always)]
     fn visit_seq<A: de::SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        let a = self.deeper(a)?;
+        let mut a = self.deeper(a)?;
+        // One payment for a sequence of known length instead of one per element (64 of
+        // them for a 64-byte `Vec<u8>`).
+        if let Some(n) = a.de.size_hint() {
+            a.pay(n as u64)?;
+            a.prepaid = true;
+        }
         self.de.visit_seq(a)
     }
 
+    #[inline(always)]
     fn visit_map<A: de::MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-        let a = self.deeper(a)?;
+        let mut a = self.deeper(a)?;
+        if let Some(n) = a.de.size_hint() {
+            a.pay(n as u64)?;
+            a.prepaid = true;
+        }
         self.de.visit_map(a)
     }
 
+    #[inline(always)]
     fn visit_enum<A: de::EnumAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
         let a = self.deeper(a)?;
         self.de.visit_enum(a)
@@ -230,6 +286,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Limits<'_, S> {
     type Value = S::Value;
 
+    #[inline(always)]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let d = self.wrap(d);
         self.de.deserialize(d)
@@ -239,15 +296,19 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Limits<'_, S> {
 impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limits<'_, A> {
     type Error = A::Error;
 
+    #[inline(always)]
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Self::Error> {
-        self.step()?;
+        if !self.prepaid {
+            self.step()?;
+        }
         let seed = self.wrap(seed);
         self.de.next_element_seed(seed)
     }
 
+    #[inline(always)]
     fn size_hint(&self) -> Option<usize> {
         self.de.size_hint()
     }
@@ -256,15 +317,19 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limits<'_, A> {
 impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limits<'_, A> {
     type Error = A::Error;
 
+    #[inline(always)]
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
-        self.step()?;
+        if !self.prepaid {
+            self.step()?;
+        }
         let seed = self.wrap(seed);
         self.de.next_key_seed(seed)
     }
 
+    #[inline(always)]
     fn next_value_seed<V: DeserializeSeed<'de>>(
         &mut self,
         seed: V,
@@ -273,6 +338,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limits<'_, A> {
         self.de.next_value_seed(seed)
     }
 
+    #[inline(always)]
     fn size_hint(&self) -> Option<usize> {
         self.de.size_hint()
     }
@@ -282,6 +348,7 @@ impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limits<'a, A> {
     type Error = A::Error;
     type Variant = Limits<'a, A::Variant>;
 
+    #[inline(always)]
     fn variant_seed<V: DeserializeSeed<'de>>(
         self,
         seed: V,
@@ -293,6 +360,7 @@ impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limits<'a, A> {
             de: variant,
             depth,
             steps,
+            prepaid: false,
         };
         Ok((value, variant))
     }
@@ -301,10 +369,12 @@ impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limits<'a, A> {
 impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Limits<'_, A> {
     type Error = A::Error;
 
+    #[inline(always)]
     fn unit_variant(self) -> Result<(), Self::Error> {
         self.de.unit_variant()
     }
 
+    #[inline(always)]
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(
         self,
         seed: T,
@@ -313,11 +383,13 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Limits<'_, A> {
         self.de.newtype_variant_seed(seed)
     }
 
+    #[inline(always)]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
         let v = self.wrap(v);
         self.de.tuple_variant(len, v)
     }
 
+    #[inline(always)]
     fn struct_variant<V: Visitor<'de>>(
         self,
         fields: &'static [&'static str],
