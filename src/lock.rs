@@ -55,10 +55,13 @@ pub struct Locked<'a> {
     writing: Cell<bool>,
     /// Whether the store must be repaired before readers may trust it again.
     poisoned: Cell<bool>,
-    /// Whether the thread was already unwinding from a panic when it took the lock (a
-    /// `Drop` that uses the store): its section then ends normally or aborts the process,
-    /// and only a panic that starts inside the section leaves a change half done.
-    unwinding_before: bool,
+    /// Whether the holder's section ran to its end ([`Locked::finish`]). A guard dropped
+    /// while the thread unwinds is a half-done change only if its section did not: a `Drop`
+    /// that uses the store while the thread unwinds from an unrelated panic finishes its
+    /// section normally, and a panic inside a section unwinds past `finish`, whether or not
+    /// the thread was unwinding already (a second panic aborts only once it reaches the
+    /// destructor it started in, after this guard's drop; and it may be caught).
+    finished: Cell<bool>,
 }
 
 /// Trylock attempts between the first and the wait in the kernel.
@@ -111,7 +114,7 @@ pub fn lock_for(m: &Mapping, timeout: Duration) -> Result<(Locked<'_>, Acquired)
         inconsistent: Cell::new(acquired == Acquired::OwnerDied),
         writing: Cell::new(false),
         poisoned: Cell::new(false),
-        unwinding_before: std::thread::panicking(),
+        finished: Cell::new(false),
     };
     Ok((guard, acquired))
 }
@@ -289,6 +292,12 @@ impl Locked<'_> {
     /// Flags the store for repair by the next holder, and leaves the seqlock word odd until
     /// then, so that lock-free readers stop trusting it meanwhile (they take the lock, which
     /// repairs it first). For a corruption found under the lock.
+    /// Records that the section ran to its end (its closure returned, `Ok` or `Err`): see
+    /// `finished`.
+    pub fn finish(&self) {
+        self.finished.set(true);
+    }
+
     pub fn poison(&self) {
         self.begin_write();
         self.poisoned.set(true);
@@ -330,8 +339,8 @@ impl Drop for Locked<'_> {
         // mutex would instead make it unusable for good.
         let h = self.m.header();
         if self.writing.get() {
-            let panicked_inside = std::thread::panicking() && !self.unwinding_before;
-            if panicked_inside || self.poisoned.get() {
+            let cut_short = std::thread::panicking() && !self.finished.get();
+            if cut_short || self.poisoned.get() {
                 // A change may be half done (or the store is corrupt): readers keep retrying,
                 // and fall back to the lock, until the next holder has repaired it.
                 h.recovering.store(1, Relaxed);

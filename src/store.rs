@@ -444,7 +444,9 @@ impl Store {
                 });
             }
         };
-        f(&l).map_err(|c| {
+        let done = f(&l);
+        l.finish();
+        done.map_err(|c| {
             if flag {
                 l.poison();
             }

@@ -462,3 +462,68 @@ fn every_fault_point_recovers(options: Options) {
     );
     assert!(recovery_kills > 0, "no kill landed inside a recovery");
 }
+
+/// The child of [`a_write_cut_short_by_a_panic_inside_a_drop_during_unwinding_is_repaired`]:
+/// while its thread unwinds from an unrelated panic, a `Drop` puts, and that put panics at
+/// its last fault point (lock held, its change half done); the `Drop` catches it.
+#[test]
+fn panic_in_drop_child() {
+    let Some(store) = common::child_store("panic-in-drop") else {
+        return;
+    };
+    // The fault points of a put of a new key, counted on one.
+    shmstore::fault::arm(u64::MAX);
+    store.put_bytes("probe", b"p").unwrap();
+    let last = shmstore::fault::hits();
+    shmstore::fault::arm(0);
+    struct PutOnDrop<'a>(&'a Store, u64);
+    impl Drop for PutOnDrop<'_> {
+        fn drop(&mut self) {
+            shmstore::fault::arm_panic(self.1);
+            let put = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.0.put_bytes("cut", b"short")
+            }));
+            shmstore::fault::arm(0);
+            assert!(put.is_err(), "the armed put did not panic");
+        }
+    }
+    let outer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _p = PutOnDrop(&store, last);
+        panic!("unrelated to the store");
+    }));
+    assert!(outer.is_err());
+    println!("cut short at fault point {last} of {last}");
+}
+
+#[test]
+fn a_write_cut_short_by_a_panic_inside_a_drop_during_unwinding_is_repaired() {
+    let name = unique_name("panic-in-drop");
+    let _c = Cleanup(name.clone());
+    let store = Store::create(
+        &name,
+        Options::default().capacity(1 << 20).min_free_mem_pct(0.0),
+    )
+    .unwrap();
+    for i in 0..100u32 {
+        store.put_bytes(&format!("k{i}"), &i.to_le_bytes()).unwrap();
+    }
+    let before = store.stats().unwrap().recoveries;
+    let mut child = ChildProc::spawn("panic_in_drop_child", "panic-in-drop", &name, &[], true);
+    child.expect_success(Duration::from_secs(60));
+    let out = child.output();
+    assert!(out.contains("cut short at fault point"), "{out}");
+    // The half-done put was flagged: the next holder rebuilds, and every object whose put
+    // returned is there.
+    assert_eq!(
+        store.count().unwrap(),
+        101 + store.has("cut").unwrap() as usize
+    );
+    assert_eq!(store.stats().unwrap().recoveries, before + 1, "{out}");
+    store.check().unwrap();
+    for i in 0..100u32 {
+        assert_eq!(
+            store.get_bytes(&format!("k{i}")).unwrap(),
+            Some(i.to_le_bytes().to_vec())
+        );
+    }
+}
