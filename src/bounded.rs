@@ -5,9 +5,13 @@
 //! them would loop for years while taking no memory and reading no bytes.
 //!
 //! [`Bounded<T>`], a seed, deserializes `T` through [`Limits`], a `Deserializer` that hands the
-//! type's visitors wrapped accessors: entering a sequence, map, enum, option or newtype
-//! costs one level of depth, and every element, entry and nesting costs one step of a
-//! budget shared by the whole value. Everything else is passed through unchanged.
+//! type's visitors wrapped accessors. Entering a sequence, map, enum, option or newtype costs
+//! one level of depth, and is refused when the thread's stack is within a margin of its end
+//! (a level's stack grows with the type: a struct of 48 strings takes kilobytes). Every
+//! element or entry whose number the input says (a `Vec`'s, a map's, not a tuple's or a
+//! struct's fields) costs one step of a budget shared by the whole value: the work per
+//! element is fixed by the type, so that bounds the whole decode. Everything else is passed
+//! through unchanged.
 
 use std::cell::Cell;
 use std::fmt;
@@ -16,14 +20,16 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 /// How deep a stored value may nest (a sequence in an option in a newtype is three
-/// levels). serde_json's parser stops at 128. Decoding takes ~1-2 KiB of stack per level in
-/// a debug build (~0.2 KiB optimised), so this keeps the deepest value allowed within a
-/// quarter of a spawned thread's 2 MiB; a list kept as a recursive type (one level per
-/// node) can have 255 nodes.
+/// levels), whatever the stack (serde_json's parser stops at 128); a list kept as a
+/// recursive type (one level per node) can have 255 nodes.
 pub const MAX_DEPTH: u32 = 256;
 
-/// Decodes a `T` within [`MAX_DEPTH`] levels and `steps` elements, entries and nestings
-/// in all.
+/// The stack a decode leaves unused: a quarter of the thread's stack, at most 256 KiB (the
+/// frames between two levels of one type, and the unwinding of an error, fit in it).
+const STACK_MARGIN: usize = 256 << 10;
+
+/// Decodes a `T` within [`MAX_DEPTH`] levels, the thread's stack and `steps` elements and
+/// entries in all.
 pub struct Bounded<T> {
     pub steps: u64,
     pub ty: PhantomData<T>,
@@ -34,25 +40,65 @@ impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Bounded<T> {
 
     #[inline(always)]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        let steps = Cell::new(self.steps);
+        let budget = Budget {
+            steps: Cell::new(self.steps),
+            floor: stack_floor(),
+        };
         T::deserialize(Limits {
             de: d,
             depth: MAX_DEPTH,
-            steps: &steps,
-            prepaid: false,
+            budget: &budget,
+            free: false,
         })
     }
 }
 
+/// What a whole value may use: steps, and the stack down to `floor` (an address).
+struct Budget {
+    steps: Cell<u64>,
+    floor: usize,
+}
+
+thread_local! {
+    /// This thread's [`stack_floor`], once known (`usize::MAX`: not yet).
+    static FLOOR: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The lowest stack address a decode on this thread may reach: [`STACK_MARGIN`] (or a
+/// quarter of a smaller stack) above the stack's end; 0 (no check) where the C library
+/// cannot say where the stack ends.
+fn stack_floor() -> usize {
+    FLOOR
+        .try_with(|known| {
+            if known.get() == usize::MAX {
+                let floor = crate::os::thread_stack().map_or(0, |(low, size)| {
+                    low.saturating_add((size / 4).min(STACK_MARGIN))
+                });
+                known.set(floor);
+            }
+            known.get()
+        })
+        .unwrap_or(0)
+}
+
+/// An address in the caller's frame: how far down the stack the decode has come.
+#[inline(always)]
+fn stack_here() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
 /// A `Deserializer` (or an accessor, or a visitor) with `depth` levels left and the
-/// value's remaining step budget.
+/// value's budget.
 struct Limits<'a, X> {
     de: X,
     depth: u32,
-    steps: &'a Cell<u64>,
-    /// For a sequence or map accessor: its elements were paid for up front, from its
-    /// length (bincode's size hints are exact), so `next_*` costs nothing more.
-    prepaid: bool,
+    budget: &'a Budget,
+    /// For a visitor: the sequence it gets has a length fixed by the type (a tuple's, a
+    /// struct's fields), so its elements cost nothing. For an accessor: its elements are
+    /// free, or were paid for up front from its length (bincode's size hints are exact), so
+    /// `next_*` costs nothing more.
+    free: bool,
 }
 
 impl<'a, X> Limits<'a, X> {
@@ -61,8 +107,17 @@ impl<'a, X> Limits<'a, X> {
         Limits {
             de: inner,
             depth: self.depth,
-            steps: self.steps,
-            prepaid: false,
+            budget: self.budget,
+            free: false,
+        }
+    }
+
+    /// The same, for a visitor of a sequence whose length the type fixes.
+    #[inline(always)]
+    fn wrap_fixed<Y>(&self, inner: Y) -> Limits<'a, Y> {
+        Limits {
+            free: true,
+            ..self.wrap(inner)
         }
     }
 
@@ -75,27 +130,29 @@ impl<'a, X> Limits<'a, X> {
     /// `n` steps of the budget.
     #[inline(always)]
     fn pay<E: de::Error>(&self, n: u64) -> Result<(), E> {
-        match self.steps.get().checked_sub(n) {
+        match self.budget.steps.get().checked_sub(n) {
             Some(left) => {
-                self.steps.set(left);
+                self.budget.steps.set(left);
                 Ok(())
             }
             None => Err(too_many()),
         }
     }
 
-    /// One level down, and one step.
+    /// One level down.
     #[inline(always)]
     fn deeper<Y, E: de::Error>(&self, inner: Y) -> Result<Limits<'a, Y>, E> {
         let Some(depth) = self.depth.checked_sub(1) else {
             return Err(too_deep());
         };
-        self.step()?;
+        if stack_here() < self.budget.floor {
+            return Err(too_deep_for_stack());
+        }
         Ok(Limits {
             de: inner,
             depth,
-            steps: self.steps,
-            prepaid: false,
+            budget: self.budget,
+            free: false,
         })
     }
 }
@@ -116,6 +173,17 @@ fn too_deep<E: de::Error>() -> E {
         "it nests deeper than {MAX_DEPTH} levels: not a value of that type, or one too deep \
          for get (store it as bytes, or flatten it)"
     ))
+}
+
+/// The error of a value that nests deeper than this thread's stack allows.
+#[cold]
+#[inline(never)]
+fn too_deep_for_stack<E: de::Error>() -> E {
+    E::custom(
+        "it nests deeper than this thread's stack allows: not a value of that type, or one too \
+         deep for get on this thread (get it on a thread with a larger stack, or store it \
+         flattened)",
+    )
 }
 
 /// `deserialize_*` methods that only take a visitor.
@@ -163,7 +231,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
 
     #[inline(always)]
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
-        let v = self.wrap(v);
+        let v = self.wrap_fixed(v);
         self.de.deserialize_tuple(len, v)
     }
 
@@ -174,7 +242,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         len: usize,
         v: V,
     ) -> Result<V::Value, Self::Error> {
-        let v = self.wrap(v);
+        let v = self.wrap_fixed(v);
         self.de.deserialize_tuple_struct(name, len, v)
     }
 
@@ -185,7 +253,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limits<'_, D> {
         fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Self::Error> {
-        let v = self.wrap(v);
+        let v = self.wrap_fixed(v);
         self.de.deserialize_struct(name, fields, v)
     }
 
@@ -257,11 +325,13 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
     #[inline(always)]
     fn visit_seq<A: de::SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
         let mut a = self.deeper(a)?;
-        // One payment for a sequence of known length instead of one per element (64 of
-        // them for a 64-byte `Vec<u8>`).
-        if let Some(n) = a.de.size_hint() {
+        // A tuple's or a struct's fields are free; a sequence of known length is paid for
+        // once instead of per element (64 times for a 64-byte `Vec<u8>`).
+        if self.free {
+            a.free = true;
+        } else if let Some(n) = a.de.size_hint() {
             a.pay(n as u64)?;
-            a.prepaid = true;
+            a.free = true;
         }
         self.de.visit_seq(a)
     }
@@ -271,7 +341,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limits<'_, V> {
         let mut a = self.deeper(a)?;
         if let Some(n) = a.de.size_hint() {
             a.pay(n as u64)?;
-            a.prepaid = true;
+            a.free = true;
         }
         self.de.visit_map(a)
     }
@@ -301,7 +371,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limits<'_, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Self::Error> {
-        if !self.prepaid {
+        if !self.free {
             self.step()?;
         }
         let seed = self.wrap(seed);
@@ -322,7 +392,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limits<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
-        if !self.prepaid {
+        if !self.free {
             self.step()?;
         }
         let seed = self.wrap(seed);
@@ -354,13 +424,13 @@ impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limits<'a, A> {
         seed: V,
     ) -> Result<(V::Value, Self::Variant), Self::Error> {
         let seed = self.wrap(seed);
-        let (depth, steps) = (self.depth, self.steps);
+        let (depth, budget) = (self.depth, self.budget);
         let (value, variant) = self.de.variant_seed(seed)?;
         let variant = Limits {
             de: variant,
             depth,
-            steps,
-            prepaid: false,
+            budget,
+            free: false,
         };
         Ok((value, variant))
     }
@@ -385,7 +455,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Limits<'_, A> {
 
     #[inline(always)]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, Self::Error> {
-        let v = self.wrap(v);
+        let v = self.wrap_fixed(v);
         self.de.tuple_variant(len, v)
     }
 
@@ -395,7 +465,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Limits<'_, A> {
         fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Self::Error> {
-        let v = self.wrap(v);
+        let v = self.wrap_fixed(v);
         self.de.struct_variant(fields, v)
     }
 }

@@ -20,10 +20,11 @@ pub trait Codec {
 /// bincode 2 with its standard configuration (varint integers, little endian).
 ///
 /// Decoding is limited: a value may claim at most 16 times its encoded size (and at least
-/// 1 KiB) in allocations, and as many elements (at least 2^20), and may nest at most 256
-/// levels deep, so a
-/// few hostile bytes claiming a 1 TiB string, or read as a deeply recursive type, are an
-/// error, not an abort or a hang. (A value nested deeper can be put but not got.)
+/// 1 KiB) in allocations, and as many elements of sequences and maps (at least 2^20), and
+/// may nest at most 256 levels deep and no deeper than the thread's stack allows (a quarter
+/// of it, up to 256 KiB, is left unused), so a few hostile bytes claiming a 1 TiB string,
+/// or read as a deeply recursive type, are an error, not an abort or a hang. (A value
+/// nested deeper can be put but not got.)
 pub struct Bincode;
 
 macro_rules! decode_limited {
@@ -147,8 +148,11 @@ mod tests {
         let why = Bincode::decode::<Tree>(&vec![1u8; 100_000]).unwrap_err();
         assert!(why.contains("nests deeper than 256 levels"), "{why}");
         let mut out = Vec::new();
-        Bincode::encode(&tree(crate::bounded::MAX_DEPTH as usize + 1), &mut out).unwrap();
-        assert!(Bincode::decode::<Tree>(&out).is_err());
+        Bincode::encode(&tree(crate::bounded::MAX_DEPTH as usize), &mut out).unwrap();
+        assert!(
+            Bincode::decode::<Tree>(&out).is_err(),
+            "one level more than allowed"
+        );
     }
 
     #[test]
@@ -172,16 +176,69 @@ mod tests {
         );
     }
 
+    /// A node whose decoding takes kilobytes of stack per level (its visitor holds the
+    /// arrays by value, more so in a debug build).
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[allow(clippy::large_enum_variant)]
+    enum Fat {
+        Leaf,
+        Node(Box<Fat>, [u64; 32], [u64; 32], [u64; 32], [u64; 32]),
+    }
+
+    #[test]
+    fn a_type_with_large_levels_stops_at_the_threads_stack_not_past_it() {
+        // On a 1 MiB thread, 256 levels of this type would need several MiB: the decode
+        // stops at the stack's margin with an error instead of overflowing it.
+        let ones = vec![1u8; 100_000];
+        let got = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || Bincode::decode::<Fat>(&ones).map(|_| ()))
+            .unwrap()
+            .join()
+            .unwrap();
+        let why = got.unwrap_err();
+        assert!(
+            why.contains("nests deeper than this thread's stack allows"),
+            "{why}"
+        );
+        // A few levels of it decode on the same stack.
+        let mut out = Vec::new();
+        let small = (0..4).fold(Fat::Leaf, |t, _| {
+            Fat::Node(Box::new(t), [7; 32], [0; 32], [1; 32], [2; 32])
+        });
+        Bincode::encode(&small, &mut out).unwrap();
+        let back = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || Bincode::decode::<Fat>(&out).map(|t| t == small))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(back, Ok(true));
+    }
+
+    #[test]
+    fn fields_fixed_by_the_type_cost_no_steps() {
+        // 60,000 one-byte elements, each a tuple with 16 more fields that take no bytes:
+        // what the input claims is 60,000 elements, whatever each is made of.
+        let v: Vec<(u8, [(); 16])> = (0..60_000).map(|i| (i as u8, [(); 16])).collect();
+        let mut out = Vec::new();
+        Bincode::encode(&v, &mut out).unwrap();
+        assert_eq!(Bincode::decode::<Vec<(u8, [(); 16])>>(&out).unwrap(), v);
+    }
+
     #[test]
     fn zero_sized_elements_claimed_by_the_quintillion_are_an_error_not_a_hang() {
         let mut out = Vec::new();
         Bincode::encode(&(1u64 << 62), &mut out).unwrap();
         let why = Bincode::decode::<Vec<()>>(&out).unwrap_err();
         assert!(why.contains("more elements than its size allows"), "{why}");
-        // A million of them, the least allowance, still decode.
+        // 2^20 of them, the least allowance, still decode; one more does not.
         let mut out = Vec::new();
-        Bincode::encode(&vec![(); 1 << 19], &mut out).unwrap();
-        assert_eq!(Bincode::decode::<Vec<()>>(&out).unwrap().len(), 1 << 19);
+        Bincode::encode(&vec![(); 1 << 20], &mut out).unwrap();
+        assert_eq!(Bincode::decode::<Vec<()>>(&out).unwrap().len(), 1 << 20);
+        let mut out = Vec::new();
+        Bincode::encode(&vec![(); (1 << 20) + 1], &mut out).unwrap();
+        assert!(Bincode::decode::<Vec<()>>(&out).is_err());
     }
 
     #[test]

@@ -981,6 +981,25 @@ pub fn fork_generation() -> u64 {
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The lowest address of the calling thread's stack and the stack's size, as the C library
+/// knows them (for the main thread, from the stack's resource limit); `None` if it cannot
+/// say. The stack grows down towards the address: a decoder compares the address of a local
+/// with it to stop recursing before the guard page (`bounded.rs`).
+pub fn thread_stack() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: fills `attr` for this thread; on success it is initialised and destroyed below.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let mut low: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised by pthread_getattr_np; the out-pointers are locals.
+    let rc = unsafe { libc::pthread_attr_getstack(attr.as_ptr(), &mut low, &mut size) };
+    // SAFETY: `attr` is initialised and destroyed once.
+    unsafe { libc::pthread_attr_destroy(attr.as_mut_ptr()) };
+    (rc == 0 && !low.is_null() && size > 0).then_some((low as usize, size))
+}
+
 /// Ends this process at once with SIGKILL (for fault injection: a death the process cannot
 /// catch, with whatever locks it holds).
 #[cfg(feature = "fault-injection")]
