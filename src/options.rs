@@ -241,7 +241,8 @@ impl Options {
             return bad(
                 "mode",
                 format!(
-                    "{:#o} is not a segment's mode: only read and write bits (within 0o666),                      the owner's both; use 0o600, or group_access(true) for 0o660",
+                    "{:#o} is not a segment's mode: only read and write bits (within 0o666), \
+                     the owner's both; use 0o600, or group_access(true) for 0o660",
                     self.mode
                 ),
             );

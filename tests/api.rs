@@ -390,6 +390,13 @@ fn bad_names_and_options_are_errors() {
             "{o:?}"
         );
     }
+    let said = Store::create(&name, with_mode(0o777))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        said.contains("0o777 is not a segment's mode") && !said.contains("  "),
+        "{said}"
+    );
     // Read and write bits, the owner's both: wider access is the user's to ask for.
     for mode in [0o600, 0o640, 0o666] {
         let s = Store::create(&name, with_mode(mode)).unwrap();

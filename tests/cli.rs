@@ -723,7 +723,8 @@ fn repair_says_when_the_store_was_emptied_before_it_ran() {
     let out = ok(&["repair", n.as_str()]);
     assert!(
         out.contains("0 objects (counted 0 before)")
-            && out.contains("note: it has been emptied 1 time since it was created"),
+            && out.contains("note: it has been emptied 1 time since it was created")
+            && !out.contains("  "),
         "{out}"
     );
     let v = json(&["repair", n.as_str()]);

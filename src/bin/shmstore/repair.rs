@@ -44,7 +44,9 @@ pub fn run(args: Args, format: Format) -> Outcome {
             // an arena broken beyond repair may already have been emptied.
             if after.resets > 0 {
                 fmt::line(format!(
-                    "note: it has been emptied {} since it was created, by a rebuild that found                      its arena broken beyond repair (perhaps the automatic one after the error                      that led here); `resets` in `shmstore stat` counts them",
+                    "note: it has been emptied {} since it was created, by a rebuild that found \
+                     its arena broken beyond repair (perhaps the automatic one after the error \
+                     that led here); `resets` in `shmstore stat` counts them",
                     fmt::count(after.resets, "time")
                 ))?;
             }
