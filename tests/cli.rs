@@ -817,7 +817,10 @@ fn destroy_text_and_json() {
     let j = Name::new("destroy-junk");
     std::fs::write(j.path(), b"junk").unwrap();
     let err = fails(&["create", j.as_str(), "--capacity", "1MiB"], 1);
-    assert!(err.contains("does not open as a store"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("why it does not open as a store"),
+        "{err}"
+    );
     ok(&["destroy", j.as_str()]);
     assert!(!j.exists());
 }

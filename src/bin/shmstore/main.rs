@@ -90,15 +90,12 @@ impl From<Error> for Fail {
                 "\n  (from the shell, only if its creator is stuck: `shmstore destroy {name}` \
                  removes it)"
             ),
-            // The name may be taken by a file that is no usable store (junk, a half-made
-            // or damaged store): `stat` would then only say why it does not open.
-            Error::AlreadyExists(name) if !shmstore::valid(name) => format!(
-                "\n  (it does not open as a store: `shmstore ls --prefix {name}` says why, \
-                 `shmstore destroy {name}` removes it)"
-            ),
+            // The name may be taken by something that does not open as a store (junk, a
+            // half-made or damaged store); `ls` shows either (telling would mean opening it
+            // here, which waits seconds for a store still being created).
             Error::AlreadyExists(name) => format!(
-                "\n  (from the shell: `shmstore stat {name}` shows it, `shmstore destroy {name}` \
-                 removes it)"
+                "\n  (from the shell: `shmstore ls --prefix {name}` shows it, or why it does not \
+                 open as a store; `shmstore destroy {name}` removes it)"
             ),
             _ => String::new(),
         };
