@@ -139,7 +139,7 @@ fn os_advice(op: &str, e: &std::io::Error, name: &str) -> String {
             "; this user may not create files in /dev/shm (`ls -ld /dev/shm`)".into()
         }
         Some(libc::EACCES | libc::EPERM) => format!(
-            "; the store belongs to another user, or its mode keeps this one out (`ls -l {file}`; \
+            "; the store belongs to another user, or its mode keeps this one out (`ls -l {file:?}`; \
              Options::group_access shares a store with its owner's group)"
         ),
         Some(libc::ENOSPC) if creating => "; /dev/shm is full, of bytes or of files (`df -h \
@@ -156,7 +156,7 @@ fn os_advice(op: &str, e: &std::io::Error, name: &str) -> String {
                                (`sysctl vm.max_map_count`)"
             .into(),
         Some(libc::EISDIR | libc::EINVAL) if std::path::Path::new(&file).is_dir() => {
-            format!("; {file} is a directory, not a store: remove it, or choose another name")
+            format!("; {file:?} is a directory, not a store: remove it, or choose another name")
         }
         _ => String::new(),
     }

@@ -446,6 +446,28 @@ fn create_open_destroy_lifecycle() {
 }
 
 #[test]
+fn a_directory_in_a_stores_place_is_named_escaped_in_the_advice() {
+    // A name may hold characters that reorder a terminal's line (not control characters,
+    // which names refuse): the advice that names the file shows them escaped.
+    let name = unique_name("dir\u{202e}txt");
+    let path = segment_path(&name);
+    std::fs::create_dir(&path).unwrap();
+    struct RmDir(std::path::PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _d = RmDir(path);
+    let said = Store::open(&name).unwrap_err().to_string();
+    assert!(said.contains("is a directory, not a store"), "{said}");
+    assert!(
+        !said.contains('\u{202e}') && said.contains("\\u{202e}"),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn foreign_segments_are_refused() {
     let name = unique_name("foreign");
     let path = segment_path(&name);
