@@ -305,65 +305,43 @@ fn bad_size_policy_and_options_are_refused() {
         2,
     );
     assert!(err.contains("rotate") && err.contains("strict"), "{err}");
-    let err = fails(
-        &[
+    // Out of range, above or below (a negative fraction is the store's error too, not a
+    // command line that does not parse).
+    for bad in ["2", "-0.1"] {
+        let args = [
             "create",
             n.as_str(),
             "--capacity",
             "1MiB",
             "--min-free",
-            "2",
-        ],
-        1,
-    );
-    assert!(
-        err.contains("min_free_mem_pct") && err.contains("0..=1"),
-        "{err}"
-    );
+            bad,
+        ];
+        let err = fails(&args, 1);
+        assert!(
+            err.contains("min_free_mem_pct") && err.contains("0..=1"),
+            "{bad}: {err}"
+        );
+    }
     let err = fails(&["create", n.as_str(), "--capacity", "0"], 1);
     assert!(err.contains("capacity"), "{err}");
-    // A negative fraction is the store's error, not a command line that does not parse.
-    let err = fails(
-        &[
-            "create",
-            n.as_str(),
-            "--capacity",
-            "1MiB",
-            "--min-free",
-            "-0.1",
-        ],
-        1,
-    );
-    assert!(
-        err.contains("min_free_mem_pct") && err.contains("0..=1"),
-        "{err}"
-    );
-    for bad in ["-1", "soon", "NaN"] {
-        let err = fails(
-            &[
-                "create",
-                n.as_str(),
-                "--capacity",
-                "1MiB",
-                "--lock-timeout",
-                bad,
-            ],
-            2,
-        );
-        assert!(err.contains("seconds"), "{bad}: {err}");
-    }
-    let err = fails(
-        &[
+    // Not a number of seconds (exit 2, the command line), or out of the store's range (1).
+    for (bad, code, says) in [
+        ("-1", 2, "seconds"),
+        ("soon", 2, "seconds"),
+        ("NaN", 2, "seconds"),
+        ("7200", 1, "1 h"),
+    ] {
+        let args = [
             "create",
             n.as_str(),
             "--capacity",
             "1MiB",
             "--lock-timeout",
-            "7200",
-        ],
-        1,
-    );
-    assert!(err.contains("lock_timeout") && err.contains("1 h"), "{err}");
+            bad,
+        ];
+        let err = fails(&args, code);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
     assert!(!n.exists(), "a refused create left {}", n.path().display());
     // Plain byte counts and decimal units work.
     let v = json(&["create", n.as_str(), "--capacity", "1000000"]);
