@@ -125,9 +125,10 @@ pub enum Error {
 /// What to do about a failed system call `op`, for the errors a user can act on. (Looked
 /// up when the message is written: the directory check sees /dev/shm as it is then.)
 fn os_advice(op: &str, e: &std::io::Error, name: &str) -> String {
-    use crate::segment::{ALL_STORES, OP_CREATE, OP_UNLINK};
-    if name == ALL_STORES {
-        return String::new(); // not about one store (listing /dev/shm)
+    use crate::segment::{OP_CREATE, OP_LIST, OP_UNLINK};
+    if op == OP_LIST {
+        // Not about one store ("*" is a valid store name: the op tells, not the name).
+        return String::new();
     }
     let file = crate::segment::file_path(name);
     let creating = op == OP_CREATE;
@@ -195,7 +196,7 @@ pub(crate) use corrupt;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::{ALL_STORES, OP_CREATE, OP_UNLINK};
+    use crate::segment::{ALL_STORES, OP_CREATE, OP_LIST, OP_UNLINK};
 
     fn os(errno: i32, name: &str) -> String {
         os_in("shm_open", errno, name)
@@ -223,7 +224,13 @@ mod tests {
         assert!(os_in(OP_CREATE, libc::EACCES, "s").contains("ls -ld /dev/shm"));
         assert!(os_in(OP_UNLINK, libc::EPERM, "s").contains("owner (or root)"));
         assert!(os_in(OP_CREATE, libc::ENOSPC, "s").contains("df -i"));
-        assert!(os_in("reading /dev/shm", libc::EACCES, ALL_STORES).ends_with("(os error 13)"));
+        assert!(os_in(OP_LIST, libc::EACCES, ALL_STORES).ends_with("(os error 13)"));
+        // A store named "*" (a valid name) gets its advice like any other.
+        assert!(
+            os(libc::EACCES, "*").contains("another user"),
+            "{}",
+            os(libc::EACCES, "*")
+        );
         // A directory where the segment would be: shm_open says EINVAL.
         let name = format!("test-unit-dir-{}", std::process::id());
         let dir = crate::segment::file_path(&name);

@@ -26,6 +26,7 @@ pub const CREATOR_WAIT: Duration = Duration::from_secs(30);
 /// name given for an error about no one store.
 pub(crate) const OP_CREATE: &str = "shm_open (creating)";
 pub(crate) const OP_UNLINK: &str = "shm_unlink";
+pub(crate) const OP_LIST: &str = "reading /dev/shm";
 pub(crate) const ALL_STORES: &str = "*";
 
 /// The file behind store `name`, for messages (the name is not checked).
@@ -374,7 +375,7 @@ pub fn destroy(name: &str) -> Result<()> {
 /// Names of all segments that carry the store prefix, sorted.
 pub fn list() -> Result<Vec<String>> {
     let mut names: Vec<String> = os::shm_dir_names()
-        .map_err(|e| os_err("reading /dev/shm", ALL_STORES, e))?
+        .map_err(|e| os_err(OP_LIST, ALL_STORES, e))?
         .into_iter()
         .filter_map(|n| n.strip_prefix(PREFIX).map(str::to_owned))
         .filter(|n| !n.is_empty())
