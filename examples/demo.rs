@@ -79,7 +79,15 @@ fn worker_main(name: &str, me: &str, others: Vec<String>) -> shmstore::Result<()
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // An error in its own words (`Display`: what went wrong and what to do), not its debug form.
+    if let Err(e) = run() {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() >= 4 && args[1] == "worker" {
         worker_main(&args[2], &args[3], args[4..].to_vec())?;
