@@ -2,8 +2,6 @@
 //! bytes (outside the lock) and back. [`Bincode`] is the default; another codec is a new type
 //! implementing the trait, used through `Store::put_as` / `Store::get_as`.
 
-use std::marker::PhantomData;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,7 +30,7 @@ macro_rules! decode_limited {
         let claim = ($bytes.len() as u64).saturating_mul(16);
         // The same allowance in elements (a `Vec<()>` takes no memory), and a bound on
         // nesting: see `bounded`.
-        let seed = || Bounded { steps: claim.max(1 << 20), ty: PhantomData };
+        let seed = || Bounded::new(claim.max(1 << 20));
         $(
             if claim <= $limit {
                 let config = bincode::config::standard().with_limit::<$limit>();

@@ -37,8 +37,8 @@
 //! ([`Store::repair`] mends it), or [`Error::BadHeader`] where the header itself (geometry,
 //! options, lock) is damaged. The bounds are those of the size read at open: a process that
 //! shrinks the segment's file under the store (`ftruncate`, `truncate(1)`) makes the others'
-//! next access past its new end a `SIGBUS`, as with any shared mapping (LMDB's too); only
-//! the store's own calls ever size it.
+//! next access past its new end a `SIGBUS`, as with any shared mapping (LMDB's too); the
+//! store itself never resizes a file a handle has open.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -55,12 +55,11 @@ pub struct Locked<'a> {
     writing: Cell<bool>,
     /// Whether the store must be repaired before readers may trust it again.
     poisoned: Cell<bool>,
-    /// Whether the holder's section ran to its end ([`Locked::finish`]). A guard dropped
-    /// while the thread unwinds is a half-done change only if its section did not: a `Drop`
-    /// that uses the store while the thread unwinds from an unrelated panic finishes its
-    /// section normally, and a panic inside a section unwinds past `finish`, whether or not
-    /// the thread was unwinding already (a second panic aborts only once it reaches the
-    /// destructor it started in, after this guard's drop; and it may be caught).
+    /// Whether the holder's section ran to its end ([`Locked::finish`]). A writing guard
+    /// dropped before it did was cut short by a panic inside the section: its change may be
+    /// half done. (Not `thread::panicking()`: a `Drop` that uses the store while the thread
+    /// unwinds from an unrelated panic finishes its section, and a panic inside a section
+    /// of such a `Drop` unwinds past this guard before it aborts, or is caught.)
     finished: Cell<bool>,
 }
 
@@ -339,8 +338,7 @@ impl Drop for Locked<'_> {
         // mutex would instead make it unusable for good.
         let h = self.m.header();
         if self.writing.get() {
-            let cut_short = std::thread::panicking() && !self.finished.get();
-            if cut_short || self.poisoned.get() {
+            if !self.finished.get() || self.poisoned.get() {
                 // A change may be half done (or the store is corrupt): readers keep retrying,
                 // and fall back to the lock, until the next holder has repaired it.
                 h.recovering.store(1, Relaxed);

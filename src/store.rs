@@ -274,7 +274,7 @@ impl Store {
     /// from every handle.
     fn made(name: &str, m: Mapping) -> Result<Store> {
         let h = m.header();
-        let corrupt = |why: &str| Error::BadHeader {
+        let bad_header = |why: &str| Error::BadHeader {
             name: name.to_owned(),
             why: why.to_owned(),
         };
@@ -282,7 +282,7 @@ impl Store {
             capacity: m.geo().arena_len,
             min_free_mem_pct: f64::from_bits(h.min_free_bits.load(Relaxed)),
             put_policy: PutPolicy::from_raw(h.put_policy.load(Relaxed))
-                .ok_or_else(|| corrupt("unknown put policy"))?,
+                .ok_or_else(|| bad_header("unknown put policy"))?,
             lock_timeout: Duration::from_nanos(h.lock_timeout_ns.load(Relaxed)),
             max_objects: Some(m.geo().max_live()),
             mode: h.mode.load(Relaxed),
@@ -292,7 +292,7 @@ impl Store {
         if !(0.0..=1.0).contains(&options.min_free_mem_pct)
             || !crate::options::lock_timeout_ok(options.lock_timeout)
         {
-            return Err(corrupt("options in the header are out of range"));
+            return Err(bad_header("options in the header are out of range"));
         }
         Ok(Store::from_mapping(name, m, options))
     }

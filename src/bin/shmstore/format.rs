@@ -189,10 +189,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A key or a name as (part of) a line of text: a backslash, control characters (a newline, an escape sequence
-/// that would drive the terminal) and the invisible characters that reorder or break a line
-/// (bidi controls, line and paragraph separators) escaped as Rust writes them, everything
-/// else as it is. Unambiguous: a shown backslash always starts an escape.
+/// A key or a name as (part of) a line of text: a backslash, control characters (a newline,
+/// an escape sequence that would drive the terminal) and the invisible characters that
+/// reorder or break a line (bidi controls, line and paragraph separators) escaped as Rust
+/// writes them, everything else as it is. Unambiguous: a shown backslash always starts an
+/// escape.
 pub fn shown(key: &str) -> String {
     key.chars()
         .map(|c| match c {
@@ -208,6 +209,11 @@ pub fn shown(key: &str) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+/// Hits over gets, or none before the first get (not 0%).
+pub fn hit_ratio(hits: u64, misses: u64) -> Option<f64> {
+    (hits.saturating_add(misses) > 0).then(|| hits as f64 / (hits as f64 + misses as f64))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub fn run(args: Args, format: Format) -> Outcome {
     let store = open(&args.name)?;
     // No more than the store could ever hold, and one byte to tell that there was more:
     // an endless or huge stdin is an error, not a process that grows until it is killed.
-    let capacity = store.stats()?.capacity;
+    let capacity = store.options().capacity;
     let mut value = Vec::new();
     std::io::stdin()
         .take(capacity.saturating_add(1))

@@ -120,7 +120,10 @@ fn text(
         ),
         ("hits", s.hits.to_string()),
         ("misses", s.misses.to_string()),
-        ("hit ratio", hit_ratio(s).map_or("-".into(), fmt::percent)),
+        (
+            "hit ratio",
+            fmt::hit_ratio(s.hits, s.misses).map_or("-".into(), fmt::percent),
+        ),
         ("locked reads", s.locked_reads.to_string()),
         ("puts", s.puts.to_string()),
         ("refused puts", s.refused_puts.to_string()),
@@ -191,7 +194,7 @@ fn to_json(
     };
     let extra = json!({
         "name": name,
-        "hit_ratio": hit_ratio(s),
+        "hit_ratio": fmt::hit_ratio(s.hits, s.misses),
         "mode": fmt::mode(s.mode),
         "processes": open_by.len(),
         "pids": open_by,
@@ -207,9 +210,4 @@ fn to_json(
         base.extend(extra);
     }
     v
-}
-
-/// Hits over gets; none before the first get (as `top` shows it), not 0%.
-fn hit_ratio(s: &Stats) -> Option<f64> {
-    (s.hits.saturating_add(s.misses) > 0).then(|| s.hit_ratio())
 }

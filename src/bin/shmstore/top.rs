@@ -51,8 +51,7 @@ fn row(a: &Stats, b: &Stats, secs: f64) -> Row {
     Row {
         // Wrapping: counters come from the segment, which may have been scribbled on.
         gets: rate(a.hits.wrapping_add(a.misses), b.hits.wrapping_add(b.misses)),
-        hit_ratio: (hits.saturating_add(misses) > 0)
-            .then(|| hits as f64 / (hits as f64 + misses as f64)),
+        hit_ratio: fmt::hit_ratio(hits, misses),
         puts: rate(a.puts, b.puts),
         removes: rate(a.removes, b.removes),
         evictions: rate(a.evictions, b.evictions),
