@@ -452,13 +452,7 @@ fn a_directory_in_a_stores_place_is_named_escaped_in_the_advice() {
     let name = unique_name("dir\u{202e}txt");
     let path = segment_path(&name);
     std::fs::create_dir(&path).unwrap();
-    struct RmDir(std::path::PathBuf);
-    impl Drop for RmDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _d = RmDir(path);
+    let _d = common::TempDir { path }; // removed when dropped
     let said = Store::open(&name).unwrap_err().to_string();
     assert!(said.contains("is a directory, not a store"), "{said}");
     assert!(
